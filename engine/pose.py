@@ -1,0 +1,102 @@
+"""Head pose H = (f, rx, ry, rz, tx, ty) and weak-perspective projection (paper supp. A.1).
+
+    x = f · Π · R(rx, ry, rz) · X + t        (crop pixels; Π drops z)
+
+R = Rz(rz) · Ry(ry) · Rx(rx): pitch about x, then yaw about y, then roll about z, in radians. The canonical
+head frame is x right, y down, z away from the camera (see engine.canonical), so Π needs no sign flips.
+Every function takes numpy arrays or torch tensors (differentiable) with any leading batch dimensions; the
+two share the names used here, and torch is never imported, so the live app can use the numpy path.
+"""
+from __future__ import annotations
+
+import math
+import sys
+
+import numpy as np
+
+
+def _xp(a):
+    """The array namespace of `a`: torch for tensors, numpy otherwise."""
+    return sys.modules["torch"] if type(a).__module__.startswith("torch") else np
+
+
+def _T(a):
+    return a.swapaxes(-1, -2)
+
+
+def rotation_matrix(angles):
+    """[..., 3] Euler angles (rx, ry, rz) → [..., 3, 3] rotation matrices, R = Rz · Ry · Rx."""
+    xp = _xp(angles)
+    cx, cy, cz = (xp.cos(angles[..., i]) for i in range(3))
+    sx, sy, sz = (xp.sin(angles[..., i]) for i in range(3))
+    rows = [
+        xp.stack([cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx], axis=-1),
+        xp.stack([sz * cy, sz * sy * sx + cz * cx, sz * sy * cx - cz * sx], axis=-1),
+        xp.stack([-sy, cy * sx, cy * cx], axis=-1),
+    ]
+    return xp.stack(rows, axis=-2)
+
+
+def euler_angles(R):
+    """[..., 3, 3] rotation matrices → [..., 3] (rx, ry, rz); inverse of `rotation_matrix` for |ry| < 90°."""
+    xp = _xp(R)
+    rx = xp.arctan2(R[..., 2, 1], R[..., 2, 2])
+    ry = -xp.arcsin(xp.clip(R[..., 2, 0], -1.0, 1.0))
+    rz = xp.arctan2(R[..., 1, 0], R[..., 0, 0])
+    return xp.stack([rx, ry, rz], axis=-1)
+
+
+def transform(G, H):
+    """Canonical vertices G [..., V, 3] → crop space [..., V, 3]: f·R·G + (tx, ty, 0); z keeps f's scale."""
+    xp = _xp(G)
+    X = H[..., 0, None, None] * (G @ _T(rotation_matrix(H[..., 1:4])))
+    t = xp.stack([H[..., 4], H[..., 5], H[..., 5] * 0], axis=-1)
+    return X + t[..., None, :]
+
+
+def project(G, H):
+    """Canonical vertices G [..., V, 3] → image points [..., V, 2] in crop pixels (x = f·Π·R·X + t)."""
+    return transform(G, H)[..., :2]
+
+
+def view_vector(H):
+    """[..., 3] unit direction from the head towards the camera, in the canonical head frame (the DAM's v)."""
+    # The camera looks along +z, so it sits at −z in crop space; Rᵀ brings that direction into the head frame.
+    return -rotation_matrix(H[..., 1:4])[..., 2, :]
+
+
+def procrustes(X, Y, weights=None):
+    """Similarity (s, R, t) minimising Σ w‖s·R·X + t − Y‖² (Umeyama). X, Y: [..., V, 3]; weights [V] or None.
+
+    Returns s [...], R [..., 3, 3], t [..., 3]. Differentiable in torch.
+    """
+    xp = _xp(Y)
+    w = xp.ones_like(Y[..., 0]) if weights is None else weights + Y[..., 0] * 0
+    w = (w / w.sum(-1, keepdims=True))[..., None]
+    mx, my = (w * X).sum(-2), (w * Y).sum(-2)
+    x0, y0 = X - mx[..., None, :], Y - my[..., None, :]
+    U, S, Vt = xp.linalg.svd(_T(w * y0) @ x0)
+    d = xp.sign(xp.linalg.det(U @ Vt))
+    D = xp.stack([d * 0 + 1, d * 0 + 1, d], axis=-1)
+    R = (U * D[..., None, :]) @ Vt
+    s = (S * D).sum(-1) / (w * x0 * x0).sum((-1, -2))
+    t = my - s[..., None] * (mx[..., None, :] @ _T(R))[..., 0, :]
+    return s, R, t
+
+
+def pose_from_landmarks(X, Y, weights=None):
+    """Fit H and the canonical-frame observation G to 3D landmarks Y [..., V, 3] (crop pixels, teacher z).
+
+    X [V, 3] is the canonical shape the similarity is fitted to. Returns (H [..., 6], G [..., V, 3]) where
+    G = Rᵀ(Y − t)/s is the observed shape with rigid motion removed (the paper's G).
+    """
+    xp = _xp(Y)
+    s, R, t = procrustes(X, Y, weights)
+    G = ((Y - t[..., None, :]) @ R) / s[..., None, None]
+    H = xp.concatenate([s[..., None], euler_angles(R), t[..., :2]], -1)
+    return H, G
+
+
+def degrees(H):
+    """Pose angles of H in degrees (pitch, yaw, roll) for reports."""
+    return H[..., 1:4] * (180.0 / math.pi)
