@@ -1,0 +1,168 @@
+"""Enrollment (paper §3, "data capture"): per frame, detect (then track from the previous frame's landmarks),
+teacher landmarks → H and G by Procrustes → 256² crop → T̃ and W by Eq. 7.
+
+Writes RUN/enrollment/*.npy (plain arrays, loaded without pickle), RUN/report.json, RUN/contact_sheet.png
+(crops with the projected mesh) and RUN/mean_texture.png (the W-weighted mean of T̃).
+"""
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from engine import canonical, pose, unwrap, video
+from engine.errors import UserError
+from engine.teacher import Teacher, crop_from_detection, crop_from_landmarks
+from engine.topology import topology
+
+CROP_SIZE = 256          # I2ZNet's input size; the teacher sees the same crop resized to 192²
+MIN_PRESENCE = 0.5       # teacher face flag below this: tracking lost, re-detect
+BATCH = 16               # frames unwrapped together
+
+
+class FaceTracker:
+    """Detect once, then crop from the previous frame's landmarks; re-detect when the face flag drops."""
+
+    def __init__(self, teacher: Teacher):
+        self.teacher = teacher
+        self.previous = None          # landmarks [468, 2] in frame pixels
+        self.detections = 0
+        self.several_faces = 0
+
+    def __call__(self, frame: np.ndarray):
+        """Returns (crop, crop image [256²,3], landmarks [468,3] in crop pixels) or None when there is no face."""
+        if self.previous is not None:
+            found = self._landmarks(frame, crop_from_landmarks(self.previous))
+            if found is not None:
+                return found
+        faces = self.teacher.detect(frame)
+        self.detections += 1
+        if not faces:
+            self.previous = None
+            return None
+        self.several_faces += len(faces) > 1
+        # Largest face: the performer is the one nearest the camera.
+        best = max(faces, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+        first = self._landmarks(frame, crop_from_detection(best))
+        # Re-crop with the tracking rule so every kept frame is framed the same way.
+        return first and self._landmarks(frame, crop_from_landmarks(self.previous))
+
+    def _landmarks(self, frame, crop):
+        image = crop.apply(frame, CROP_SIZE)
+        landmarks, presence = self.teacher.landmarks(image)
+        if presence < MIN_PRESENCE:
+            self.previous = None
+            return None
+        self.previous = crop.to_frame(landmarks[:, :2], CROP_SIZE)
+        return crop, image, landmarks
+
+
+def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, max_frames: int | None = None) -> dict:
+    infos = [video.probe(v) for v in videos]          # every input is checked before any work starts
+    out = Path(out)
+    teacher, X = Teacher(), canonical.load()[0].astype(np.float64)
+    store = {k: [] for k in ("crops", "landmarks", "H", "G", "textures", "weights", "source", "crop_boxes")}
+    timing = {"decode": 0.0, "teacher": 0.0, "unwrap": 0.0}
+    total = 0
+    pending = []
+
+    def flush():
+        if not pending:
+            return
+        t0 = time.perf_counter()
+        images = torch.from_numpy(np.stack([p[0] for p in pending])).permute(0, 3, 1, 2).float() / 255
+        H = torch.from_numpy(np.stack([p[1] for p in pending])).float()
+        G = torch.from_numpy(np.stack([p[2] for p in pending])).float()
+        with torch.no_grad():
+            T, W = unwrap.unwrap(images, G, H, texture_size)
+        store["textures"].extend((T.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8))
+        store["weights"].extend((W[:, 0].numpy() * 255 + 0.5).astype(np.uint8))
+        timing["unwrap"] += time.perf_counter() - t0
+        pending.clear()
+
+    start = time.perf_counter()
+    for vi, info in enumerate(infos):
+        tracker = FaceTracker(teacher)
+        n = info.frames if max_frames is None else min(info.frames, max_frames)
+        frames = video.frames(info.path)
+        for fi in tqdm(range(n), desc=f"enroll {info.path.name}", unit="frame"):
+            t0 = time.perf_counter()
+            frame = next(frames, None)
+            if frame is None:
+                break
+            t1 = time.perf_counter()
+            found = tracker(frame)
+            t2 = time.perf_counter()
+            timing["decode"] += t1 - t0
+            timing["teacher"] += t2 - t1
+            total += 1
+            if found is None:
+                continue
+            crop, image, landmarks = found
+            H, G = pose.pose_from_landmarks(X, landmarks.astype(np.float64))
+            for key, value in (("crops", image), ("landmarks", landmarks.astype(np.float32)), ("H", H), ("G", G),
+                               ("source", (vi, fi)), ("crop_boxes", (crop.cx, crop.cy, crop.size))):
+                store[key].append(value)
+            pending.append((image, H, G))
+            if len(pending) == BATCH:
+                flush()
+    flush()
+    elapsed = time.perf_counter() - start
+    kept = len(store["H"])
+    if total == 0:
+        raise UserError(f"{', '.join(str(i.path) for i in infos)}: no decodable frames")
+    if kept == 0:
+        raise UserError(f"{', '.join(str(i.path) for i in infos)}: no face found in any of {total} frames")
+
+    folder = out / "enrollment"
+    folder.mkdir(parents=True, exist_ok=True)
+    dtypes = {"crops": np.uint8, "textures": np.uint8, "weights": np.uint8, "source": np.int32}
+    for key, values in store.items():
+        np.save(folder / f"{key}.npy", np.asarray(values, dtype=dtypes.get(key, np.float32)))
+
+    weights = np.asarray(store["weights"], np.float32)[..., None] / 255
+    mean_texture = (np.asarray(store["textures"], np.float32) * weights).sum(0) / np.maximum(weights.sum(0), 1e-6)
+    cv2.imwrite(str(out / "mean_texture.png"), cv2.cvtColor(mean_texture.astype(np.uint8), cv2.COLOR_RGB2BGR))
+    cv2.imwrite(str(out / "contact_sheet.png"), cv2.cvtColor(contact_sheet(store), cv2.COLOR_RGB2BGR))
+    angles = pose.degrees(np.asarray(store["H"]))
+    report = {
+        "videos": [str(i.path) for i in infos],
+        "frames_total": total,
+        "frames_kept": kept,
+        "frames_no_face": total - kept,
+        "ms_per_frame": 1000 * elapsed / total,
+        "ms_per_stage": {k: 1000 * v / total for k, v in timing.items()},
+        "seconds": elapsed,
+        "texture_size": texture_size,
+        "crop_size": CROP_SIZE,
+        "mean_visible_texels": float((weights > 0).mean()),
+        "pose_range_deg": {"pitch": _range(angles[:, 0]), "yaw": _range(angles[:, 1]), "roll": _range(angles[:, 2])},
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2))
+    return report
+
+
+def _range(a: np.ndarray) -> list[float]:
+    return [round(float(a.min()), 1), round(float(a.max()), 1)]
+
+
+def contact_sheet(store: dict, cells: int = 16, columns: int = 4, size: int = 192) -> np.ndarray:
+    """A grid of evenly spaced kept crops with the fitted mesh (Π H G) drawn over them."""
+    triangles = topology().triangles
+    picks = np.linspace(0, len(store["H"]) - 1, min(cells, len(store["H"]))).round().astype(int)
+    rows = -(-len(picks) // columns)
+    sheet = np.full((rows * size, columns * size, 3), 32, np.uint8)
+    scale = size / CROP_SIZE
+    for k, i in enumerate(picks):
+        tile = cv2.resize(store["crops"][i], (size, size), interpolation=cv2.INTER_AREA)
+        xy = pose.project(np.asarray(store["G"][i], np.float64), np.asarray(store["H"][i], np.float64)) * scale
+        cv2.polylines(tile, list(np.round(xy[triangles] * 16).astype(np.int32)), True, (80, 255, 120), 1,
+                      cv2.LINE_AA, shift=4)
+        r, c = divmod(k, columns)
+        sheet[r * size:(r + 1) * size, c * size:(c + 1) * size] = tile
+    return sheet

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs everything on a fresh machine (Debian + Python 3.11): system GL libraries, then .venv with the
+# pinned stack and this project in editable mode. Safe to run again; it skips what is already there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+for pkg in libegl1 libegl-mesa0 libgl1-mesa-dri libgl1; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[test]"
+# The landmark teacher's .tflite files come from this wheel; --no-deps keeps our opencv and protobuf pins.
+.venv/bin/python -m pip install -q --no-deps "mediapipe==0.10.14"
+echo "setup: ok ($(.venv/bin/python -c 'import torch, cv2; print("torch", torch.__version__, "opencv", cv2.__version__)'))"
