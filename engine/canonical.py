@@ -62,14 +62,14 @@ def build(landmarks: np.ndarray, landmarks_of_mirror_image: np.ndarray, image_wi
 def main() -> None:
     import skimage.data
 
+    from engine.enroll import FaceTracker
     from engine.teacher import Teacher
 
-    teacher = Teacher()
     image = skimage.data.astronaut()
     runs = []
     for img in (image, np.ascontiguousarray(image[:, ::-1])):
-        det = teacher.detect(img)[0]
-        runs.append(teacher.landmarks_in_frame(img, det))
+        crop, _, landmarks = FaceTracker(Teacher())(img)
+        runs.append(np.column_stack([crop.to_frame(landmarks[:, :2], 256), landmarks[:, 2] * crop.size / 256]))
     np.savez(ASSET, **build(runs[0], runs[1], image.shape[1]))
     print(f"wrote {ASSET}")
 
