@@ -18,6 +18,7 @@ from tqdm import tqdm
 
 from engine import expressions, pose
 from engine.errors import UserError
+from engine.render import Lighting
 
 FPS = 25.0
 POSE_LIMITS_DEG = np.array([25.0, 40.0, 15.0])   # pitch, yaw, roll amplitudes
@@ -27,10 +28,7 @@ TEXTURE_SIZE = 256
 
 @dataclass
 class Domain:
-    ambient: tuple
-    key: tuple
-    key_dir: tuple
-    shadow: bool
+    light: "Lighting"
     clutter: bool
     white_balance: float   # max per-channel gain deviation
     noise: float           # sensor noise σ in 0..255 units
@@ -39,8 +37,11 @@ class Domain:
 
 
 DOMAINS = {
-    "lab": Domain((0.55, 0.55, 0.55), (0.5, 0.5, 0.5), (0.0, 0.0, 1.0), False, False, 0.0, 0.0, 0.0, 0),
-    "wild": Domain((0.25, 0.3, 0.42), (1.0, 0.72, 0.45), (0.65, -0.35, 0.68), True, True, 0.18, 4.0, 1.2, 55),
+    # Even white light from the camera, plain backdrop, clean camera.
+    "lab": Domain(Lighting((0.55, 0.55, 0.55), (0.5, 0.5, 0.5), (0.0, 0.0, -1.0)), False, 0.0, 0.0, 0.0, 0),
+    # Warm key light from the upper right with a hard shadow, bluish fill, clutter, a cheap camera.
+    "wild": Domain(Lighting((0.25, 0.3, 0.42), (1.0, 0.72, 0.45), (0.65, -0.35, -0.68), shadow=True),
+                   True, 0.18, 4.0, 1.2, 55),
 }
 
 
@@ -148,7 +149,31 @@ def performer_texture(face_image: str | None = None, size: int = TEXTURE_SIZE) -
     T, W = unwrap.unwrap(image, torch.from_numpy(G)[None].float(), torch.from_numpy(H)[None].float(), size)
     texture = (T[0].permute(1, 2, 0).numpy() * 255).clip(0, 255).astype(np.uint8)
     holes = (W[0, 0].numpy() < 0.15).astype(np.uint8)
-    return cv2.inpaint(texture, holes, 5, cv2.INPAINT_TELEA)
+    return paint_openings(cv2.inpaint(texture, holes, 5, cv2.INPAINT_TELEA))
+
+
+def paint_openings(texture: np.ndarray) -> np.ndarray:
+    """Eyeballs (sclera, iris, pupil) and a dark mouth interior in the UV openings the closed mesh fills."""
+    from engine.topology import topology
+
+    topo, size = topology(), texture.shape[0]
+    out = texture.copy()
+    for name in ("eye_left", "eye_right", "lips_inner"):
+        poly = topo.uv[topo.loops[name]] * size
+        pts = np.round(poly * 16).astype(np.int32)
+        if name == "lips_inner":
+            cv2.fillPoly(out, [pts], (58, 24, 30), cv2.LINE_AA, shift=4)
+            continue
+        cv2.fillPoly(out, [pts], (228, 222, 214), cv2.LINE_AA, shift=4)
+        centre, height = poly.mean(0), poly[:, 1].max() - poly[:, 1].min()
+        iris = np.zeros(out.shape[:2], np.uint8)
+        cv2.fillPoly(iris, [pts], 1, shift=4)   # the iris is clipped by the eyelids
+        disc = np.zeros_like(iris)
+        c = tuple(np.round(centre * 16).astype(int))
+        cv2.circle(disc, c, int(0.6 * height * 16), 1, -1, cv2.LINE_AA, shift=4)
+        out[(disc & iris) > 0] = (78, 52, 34)
+        cv2.circle(out, c, int(0.25 * height * 16), (12, 8, 8), -1, cv2.LINE_AA, shift=4)
+    return out
 
 
 def write_clip(out: str | Path, frames: int, domain: str, seed: int, size: tuple[int, int] = (640, 480),
@@ -174,12 +199,12 @@ def write_clip(out: str | Path, frames: int, domain: str, seed: int, size: tuple
     backdrop = background(rng, size, dom.clutter)
     gains = 1.0 + rng.uniform(-dom.white_balance, dom.white_balance, 3).astype(np.float32)
     topo = topology()
-    renderer = OffscreenRenderer(*size)
-    with VideoWriter(out / "video.mp4", FPS) as video:
+    with OffscreenRenderer(*size) as renderer, VideoWriter(out / "video.mp4", FPS) as video:
+        renderer.set_mesh(np.concatenate([topo.triangles, topo.holes]), topo.uv)   # closed: eyes and mouth
+        renderer.set_texture(texture)
         for t in tqdm(range(frames), desc=f"synth {domain}", unit="frame"):
             vertices = pose.transform(G[t].astype(np.float64), H[t]).astype(np.float32)
-            frame = renderer.render(vertices, topo.triangles, topo.uv, texture, background=backdrop,
-                                    ambient=dom.ambient, key=dom.key, key_dir=dom.key_dir, shadow=dom.shadow)
+            frame = renderer.render(vertices, dom.light, backdrop)
             video.write(camera_effects(rng, frame, dom, gains))
     np.savez_compressed(out / "gt.npz", G=G.astype(np.float32), H=H.astype(np.float32), expr=expr,
                         expr_names=np.array(expressions.NAMES), image_size=np.array(size))

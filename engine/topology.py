@@ -54,6 +54,7 @@ class Topology:
     triangles: np.ndarray  # [F,3] int32, wound as documented above
     uv: np.ndarray  # [468,2] float32
     loops: dict  # name → ordered vertex indices [n] int32 (closed: last connects to first)
+    holes: np.ndarray  # [K,3] int32 triangles filling the eye and inner-mouth openings (closed-mesh rendering)
 
 
 # ---------------------------------------------------------------- mediapipe's connection sets, without mediapipe
@@ -277,16 +278,18 @@ def build(shape: np.ndarray, axis_z: float = AXIS_Z_CM) -> Topology:
     # Now no triangle crosses a loop, so its centroid tells on which side of every loop it lies.
     centre = flat[tris].mean(1)
     keep = _inside(centre, flat[loops["oval"]])
+    in_hole = np.zeros(len(tris), bool)
     for hole in ("eye_left", "eye_right", "lips_inner"):
-        keep &= ~_inside(centre, flat[loops[hole]])
-    tris = tris[keep]
+        in_hole |= _inside(centre, flat[loops[hole]])
+    holes, tris = tris[keep & in_hole], tris[keep & ~in_hole]
 
     lo, hi = flat.min(0), flat.max(0)
     scale = (1 - 2 * MARGIN) / (hi - lo).max()
     uv = (flat - (lo + hi) / 2) * scale + 0.5
-    for a in (tris, uv, *loops.values()):
+    tris, holes, uv = tris.astype(np.int32), holes.astype(np.int32), uv.astype(np.float32)
+    for a in (tris, holes, uv, *loops.values()):
         a.setflags(write=False)
-    return Topology(tris.astype(np.int32), uv.astype(np.float32), loops)
+    return Topology(tris, uv, loops, holes)
 
 
 @lru_cache(maxsize=1)
