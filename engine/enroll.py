@@ -1,5 +1,5 @@
 """Enrollment (paper §3, "data capture"): per frame, detect (then track from the previous frame's landmarks),
-teacher landmarks → H and G by Procrustes → 256² crop → T̃ and W by Eq. 7.
+teacher landmarks → H and G (Procrustes, refined in 2D) → 256² crop → T̃ and W by Eq. 7.
 
 Writes RUN/enrollment/*.npy (plain arrays, loaded without pickle), RUN/report.json, RUN/contact_sheet.png
 (crops with the projected mesh) and RUN/mean_texture.png (the W-weighted mean of T̃).
@@ -104,7 +104,7 @@ def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, m
             if found is None:
                 continue
             crop, image, landmarks = found
-            H, G = pose.pose_from_landmarks(X, landmarks.astype(np.float64))
+            H, G = pose.fit(X, landmarks.astype(np.float64))
             for key, value in (("crops", image), ("landmarks", landmarks.astype(np.float32)), ("H", H), ("G", G),
                                ("source", (vi, fi)), ("crop_boxes", (crop.cx, crop.cy, crop.size))):
                 store[key].append(value)
@@ -161,8 +161,10 @@ def contact_sheet(store: dict, cells: int = 16, columns: int = 4, size: int = 19
     for k, i in enumerate(picks):
         tile = cv2.resize(store["crops"][i], (size, size), interpolation=cv2.INTER_AREA)
         xy = pose.project(np.asarray(store["G"][i], np.float64), np.asarray(store["H"][i], np.float64)) * scale
-        cv2.polylines(tile, list(np.round(xy[triangles] * 16).astype(np.int32)), True, (80, 255, 120), 1,
+        mesh = tile.copy()
+        cv2.polylines(mesh, list(np.round(xy[triangles] * 16).astype(np.int32)), True, (80, 255, 120), 1,
                       cv2.LINE_AA, shift=4)
+        tile = cv2.addWeighted(tile, 0.6, mesh, 0.4, 0)   # translucent, so the face stays readable
         r, c = divmod(k, columns)
         sheet[r * size:(r + 1) * size, c * size:(c + 1) * size] = tile
     return sheet

@@ -16,7 +16,7 @@ import numpy as np
 
 from engine.pose import rotation_matrix
 
-STABILITY_GUARD = 1e-3  # share of the mesh's bounding-box diagonal below which a 3-frame chord counts as still
+STABILITY_GUARD = 1e-3  # share of the mean shape's (x, y) box diagonal below which a 3-frame chord is "still"
 
 
 # ------------------------------------------------------------------------------------------ temporal stability
@@ -89,38 +89,52 @@ def stability_image(points: np.ndarray, guard: float = STABILITY_GUARD) -> dict:
     """Eq. 10 on image-space points [T, P, 2] (e.g. the projected 468 landmarks in frame pixels).
 
     Same conventions as `temporal_stability`; the guard is relative to the 2D bounding-box diagonal of the mean
-    points (the same quantity as there, here in pixels). Unlike the canonical-frame metric, head motion is included here.
+    points (the same quantity as there, here in pixels). Unlike the canonical-frame metric, head motion counts.
     """
     return _stability(points, guard)
 
 
 # --------------------------------------------------------------------------------------- landmark accuracy
-def nme(pred68_inner: np.ndarray, ref68: np.ndarray) -> dict:
+def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU of the bounding boxes of point sets a, b [N, P, 2] → [N]."""
+    lo, hi = np.maximum(a.min(1), b.min(1)), np.minimum(a.max(1), b.max(1))
+    inter = np.prod(np.clip(hi - lo, 0, None), -1)
+    area = lambda p: np.prod(p.max(1) - p.min(1), -1)  # noqa: E731
+    return inter / (area(a) + area(b) - inter)
+
+
+def nme(pred68_inner: np.ndarray, ref68: np.ndarray, same_face_iou: float = 0.5) -> dict:
     """Normalised mean error of the 51 inner iBUG-68 points (17..67) against a 68-point reference.
 
     pred68_inner [N, 51, 2], ref68 [N, 68, 2], both in pixels of the original frame. Per frame: the mean point
-    error over the 51 points ÷ the reference's outer-eye-corner distance (iBUG 36–45), in %. Frames where
-    either input has a NaN (no face found) are left out. Returns
+    error over the 51 points ÷ the reference's outer-eye-corner distance (iBUG 36–45), in %.
+    Frames are left out where either input has a NaN (no face found), or where the two are not the same face:
+    the boxes of the 51 predicted and 51 reference points overlap with IoU < same_face_iou (a false detection by
+    the reference; on the shared clips true pairs have IoU ≥ 0.8, a dlib false hit on a chin had 0.16).
+    Returns
       nme             mean over frames of the per-frame NME, %
       reprojection_px mean over frames of the per-frame mean point error, pixels
       per_frame_nme, per_frame_px   [N] lists (NaN for frames left out)
-      frames          how many frames were used
+      frames          how many frames were used; mismatched: how many were left out as different faces
     """
     pred = np.asarray(pred68_inner, np.float64)
     ref = np.asarray(ref68, np.float64)
     if pred.shape[-2:] != (51, 2) or ref.shape[-2:] != (68, 2) or pred.shape[:-2] != ref.shape[:-2]:
         raise ValueError(f"need [N,51,2] and [N,68,2], got {pred.shape} and {ref.shape}")
     pred, ref = pred.reshape(-1, 51, 2), ref.reshape(-1, 68, 2)
-    px = np.linalg.norm(pred - ref[:, 17:], axis=-1).mean(-1)  # [N]
-    eyes = np.linalg.norm(ref[:, 36] - ref[:, 45], axis=-1)
-    per_nme = 100.0 * px / eyes
-    ok = np.isfinite(per_nme)
+    found = np.isfinite(pred).all((1, 2)) & np.isfinite(ref).all((1, 2))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        mismatched = found & ~(_box_iou(pred, ref[:, 17:]) >= same_face_iou)
+        ok = found & ~mismatched
+        px = np.where(ok, np.linalg.norm(pred - ref[:, 17:], axis=-1).mean(-1), np.nan)  # [N]
+        per_nme = 100.0 * px / np.linalg.norm(ref[:, 36] - ref[:, 45], axis=-1)
     return {
         "nme": float(per_nme[ok].mean()) if ok.any() else math.nan,
         "reprojection_px": float(px[ok].mean()) if ok.any() else math.nan,
         "per_frame_nme": per_nme.tolist(),
         "per_frame_px": px.tolist(),
         "frames": int(ok.sum()),
+        "mismatched": int(mismatched.sum()),
     }
 
 

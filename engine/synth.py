@@ -144,7 +144,7 @@ def performer_texture(face_image: str | None = None, size: int = TEXTURE_SIZE) -
     if found is None:
         raise UserError(f"{face_image or 'astronaut'}: no face found")
     _, crop, landmarks = found
-    H, G = pose.pose_from_landmarks(canonical.load()[0].astype(np.float64), landmarks.astype(np.float64))
+    H, G = pose.fit(canonical.load()[0].astype(np.float64), landmarks.astype(np.float64))
     image = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
     T, W = unwrap.unwrap(image, torch.from_numpy(G)[None].float(), torch.from_numpy(H)[None].float(), size)
     texture = (T[0].permute(1, 2, 0).numpy() * 255).clip(0, 255).astype(np.uint8)

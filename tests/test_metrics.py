@@ -49,6 +49,13 @@ def test_guard_excludes_still_vertices_and_reports_share():
     assert r["per_frame"] == [1.0] * 4 and r["stability_excluded"] == 1.0
 
 
+def test_lost_frames_break_the_sequence():
+    G = _line(T=12)
+    G[5] = np.nan
+    r = metrics.temporal_stability(G)
+    assert r["frame_index"] == [1, 2, 3, 7, 8, 9, 10] and r["stability"] == pytest.approx(1.0)
+
+
 def test_nme_exact():
     ref = np.zeros((2, 68, 2))
     ref[:, 36], ref[:, 45] = (100, 200), (180, 200)  # eye distance 80 px
@@ -62,6 +69,10 @@ def test_nme_exact():
     # A frame without a reference face is left out.
     ref[1] = np.nan
     assert metrics.nme(pred, ref)["nme"] == pytest.approx(6.25) and metrics.nme(pred, ref)["frames"] == 1
+    # A reference on another face (boxes barely overlap) is left out too, and counted.
+    ref[1] = ref[0] + 150
+    r = metrics.nme(pred, ref)
+    assert r["frames"] == 1 and r["mismatched"] == 1 and r["nme"] == pytest.approx(6.25)
 
 
 def test_vertex_and_pose_error():

@@ -63,3 +63,16 @@ def test_procrustes_is_differentiable():
 def test_view_vector_faces_camera_when_frontal():
     v = pose.view_vector(np.array([1.0, 0, 0, 0, 0, 0]))
     np.testing.assert_allclose(v, [0, 0, -1], atol=1e-12)
+
+
+def test_fit_refines_pose_in_2d_and_reprojects_exactly():
+    rng = np.random.default_rng(3)
+    X, _ = canonical.load()
+    X = X.astype(np.float64)
+    H = np.array([9.0, 0.1, 0.6, -0.1, 128.0, 120.0])
+    Y = pose.transform(X + rng.normal(0, 0.05, X.shape), H)
+    Y[:, 2] = (Y[:, 2] - Y[:, 2].mean()) * 0.6          # a teacher whose depth is compressed
+    H_closed, _ = pose.pose_from_landmarks(X, Y)
+    H_fit, G_fit = pose.fit(X, Y)
+    assert abs(H_fit[2] - H[2]) < 0.02 < abs(H_closed[2] - H[2])
+    np.testing.assert_allclose(pose.project(G_fit, H_fit), Y[:, :2], atol=1e-8)
