@@ -90,7 +90,7 @@ def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, m
         tracker = FaceTracker(teacher)
         n = info.frames if max_frames is None else min(info.frames, max_frames)
         frames = video.frames(info.path)
-        for fi in tqdm(range(n), desc=f"enroll {info.path.name}", unit="frame"):
+        for fi in tqdm(range(n), desc=f"enroll {info.path.name}", unit="frame", disable=None):
             t0 = time.perf_counter()
             frame = next(frames, None)
             if frame is None:

@@ -202,7 +202,7 @@ def write_clip(out: str | Path, frames: int, domain: str, seed: int, size: tuple
     with OffscreenRenderer(*size) as renderer, VideoWriter(out / "video.mp4", FPS) as video:
         renderer.set_mesh(np.concatenate([topo.triangles, topo.holes]), topo.uv)   # closed: eyes and mouth
         renderer.set_texture(texture)
-        for t in tqdm(range(frames), desc=f"synth {domain}", unit="frame"):
+        for t in tqdm(range(frames), desc=f"synth {domain}", unit="frame", disable=None):
             vertices = pose.transform(G[t].astype(np.float64), H[t]).astype(np.float32)
             frame = renderer.render(vertices, dom.light, backdrop)
             video.write(camera_effects(rng, frame, dom, gains))
