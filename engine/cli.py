@@ -60,6 +60,10 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--frames", type=int, default=90)
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(run=_demo)
+
+    from engine import bench
+
+    bench.add_parser(sub)
     return p
 
 
