@@ -61,8 +61,9 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(run=_demo)
 
-    from engine import bench
+    from engine import bench, train_dam
 
+    train_dam.add_parser(sub)
     bench.add_parser(sub)
     return p
 
