@@ -18,7 +18,8 @@ def _synth(args) -> None:
 def _enroll(args) -> None:
     from engine import enroll
 
-    report = enroll.enroll(args.videos, args.out, texture_size=args.texture_size, max_frames=args.max_frames)
+    report = enroll.enroll(args.videos, args.out, texture_size=args.texture_size, max_frames=args.max_frames,
+                           start=args.start, stop=args.stop)
     print(f"enrolled {report['frames_kept']}/{report['frames_total']} frames "
           f"({report['ms_per_frame']:.1f} ms/frame) → {args.out}")
 
@@ -53,6 +54,8 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--out", required=True, type=Path)
     e.add_argument("--texture-size", type=int, default=256)
     e.add_argument("--max-frames", type=int, default=None)
+    e.add_argument("--start", type=float, default=0.0, help="first fraction of each video to use (0..1)")
+    e.add_argument("--stop", type=float, default=1.0, help="last fraction of each video to use (0..1)")
     e.set_defaults(run=_enroll)
 
     d = sub.add_parser("demo", help="the embedded default job: synth + enroll on the synthetic performer")

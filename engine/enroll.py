@@ -62,10 +62,35 @@ class FaceTracker:
         return crop, image, landmarks
 
 
-def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, max_frames: int | None = None) -> dict:
+def track_frames(infos: list[video.VideoInfo], timing: dict, max_frames: int | None = None, start: float = 0.0,
+                 stop: float = 1.0, label: str = "track"):
+    """Teacher tracking over the videos: yields (video index, frame index, found) per decoded frame, where found is
+    FaceTracker's (crop, crop image, landmarks) or None. Adds decode/teacher seconds to `timing`."""
+    teacher = Teacher()
+    for vi, info in enumerate(infos):
+        tracker = FaceTracker(teacher)
+        first = int(round(start * info.frames))
+        n = int(round(stop * info.frames)) - first
+        n = n if max_frames is None else min(n, max_frames)
+        frames = video.frames(info.path, start, stop)
+        for k in tqdm(range(n), desc=f"{label} {info.path.name}", unit="frame", disable=None):
+            t0 = time.perf_counter()
+            frame = next(frames, None)
+            if frame is None:
+                break
+            t1 = time.perf_counter()
+            found = tracker(frame)
+            timing["decode"] = timing.get("decode", 0.0) + t1 - t0
+            timing["teacher"] = timing.get("teacher", 0.0) + time.perf_counter() - t1
+            yield vi, first + k, found
+
+
+def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, max_frames: int | None = None,
+           start: float = 0.0, stop: float = 1.0) -> dict:
+    """Enroll the frames between fractions `start` and `stop` of each video."""
     infos = [video.probe(v) for v in videos]          # every input is checked before any work starts
     out = Path(out)
-    teacher, X = Teacher(), canonical.load()[0].astype(np.float64)
+    X = canonical.load()[0].astype(np.float64)
     store = {k: [] for k in ("crops", "landmarks", "H", "G", "textures", "weights", "source", "crop_boxes")}
     timing = {"decode": 0.0, "teacher": 0.0, "unwrap": 0.0}
     total = 0
@@ -85,34 +110,21 @@ def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, m
         timing["unwrap"] += time.perf_counter() - t0
         pending.clear()
 
-    start = time.perf_counter()
-    for vi, info in enumerate(infos):
-        tracker = FaceTracker(teacher)
-        n = info.frames if max_frames is None else min(info.frames, max_frames)
-        frames = video.frames(info.path)
-        for fi in tqdm(range(n), desc=f"enroll {info.path.name}", unit="frame", disable=None):
-            t0 = time.perf_counter()
-            frame = next(frames, None)
-            if frame is None:
-                break
-            t1 = time.perf_counter()
-            found = tracker(frame)
-            t2 = time.perf_counter()
-            timing["decode"] += t1 - t0
-            timing["teacher"] += t2 - t1
-            total += 1
-            if found is None:
-                continue
-            crop, image, landmarks = found
-            H, G = pose.fit(X, landmarks.astype(np.float64))
-            for key, value in (("crops", image), ("landmarks", landmarks.astype(np.float32)), ("H", H), ("G", G),
-                               ("source", (vi, fi)), ("crop_boxes", (crop.cx, crop.cy, crop.size))):
-                store[key].append(value)
-            pending.append((image, H, G))
-            if len(pending) == BATCH:
-                flush()
+    begin = time.perf_counter()
+    for vi, fi, found in track_frames(infos, timing, max_frames, start, stop, label="enroll"):
+        total += 1
+        if found is None:
+            continue
+        crop, image, landmarks = found
+        H, G = pose.fit(X, landmarks.astype(np.float64))
+        for key, value in (("crops", image), ("landmarks", landmarks.astype(np.float32)), ("H", H), ("G", G),
+                           ("source", (vi, fi)), ("crop_boxes", (crop.cx, crop.cy, crop.size))):
+            store[key].append(value)
+        pending.append((image, H, G))
+        if len(pending) == BATCH:
+            flush()
     flush()
-    elapsed = time.perf_counter() - start
+    elapsed = time.perf_counter() - begin
     kept = len(store["H"])
     if total == 0:
         raise UserError(f"{', '.join(str(i.path) for i in infos)}: no decodable frames")
@@ -132,6 +144,7 @@ def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, m
     angles = pose.degrees(np.asarray(store["H"]))
     report = {
         "videos": [str(i.path) for i in infos],
+        "span": [start, stop],
         "frames_total": total,
         "frames_kept": kept,
         "frames_no_face": total - kept,
