@@ -1,0 +1,142 @@
+"""ARKit blendshape values in [0, 1] from a decoded mesh G, relative to the performer's resting face.
+
+Avatar apps (VMC receivers, Live Link) speak ARKit's 52 names, not our latent z, so the live app turns each
+decoded G [468,3] (canonical head frame, cm: x = subject's left, y down, z away from the camera) into those names
+with a few geometric measures:
+
+- every measure is a distance or offset between MediaPipe vertices divided by the inter-ocular distance (outer
+  eye corners 33–263, which no expression moves), so it is free of the performer's size and of G's units;
+- each is compared with the same measure on a *neutral* face: `calibrate(G)` on a resting frame, or by default
+  the canonical shape (engine.canonical), so a face that rests half-smiling reads 0, not 0.3;
+- the change maps linearly to [0, 1] between a START (dead zone against decoder jitter) and a FULL value; the
+  GAINS table documents each one in inter-ocular units (IOD ≈ 10 cm on an adult, so 0.1 IOD ≈ 1 cm).
+
+Shapes we cannot see in G (gaze, cheek puff, tongue...) are 0. Pure numpy; no torch.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+# ARKit's 52 names in Apple's ARFaceAnchor.BlendShapeLocation order (the order Unreal's EARFaceBlendShape and
+# Live Link Face's CSV use).
+ARKIT_NAMES = (
+    "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft", "eyeSquintLeft",
+    "eyeWideLeft", "eyeBlinkRight", "eyeLookDownRight", "eyeLookInRight", "eyeLookOutRight", "eyeLookUpRight",
+    "eyeSquintRight", "eyeWideRight", "jawForward", "jawLeft", "jawRight", "jawOpen", "mouthClose", "mouthFunnel",
+    "mouthPucker", "mouthLeft", "mouthRight", "mouthSmileLeft", "mouthSmileRight", "mouthFrownLeft",
+    "mouthFrownRight", "mouthDimpleLeft", "mouthDimpleRight", "mouthStretchLeft", "mouthStretchRight",
+    "mouthRollLower", "mouthRollUpper", "mouthShrugLower", "mouthShrugUpper", "mouthPressLeft", "mouthPressRight",
+    "mouthLowerDownLeft", "mouthLowerDownRight", "mouthUpperUpLeft", "mouthUpperUpRight", "browDownLeft",
+    "browDownRight", "browInnerUp", "browOuterUpLeft", "browOuterUpRight", "cheekPuff", "cheekSquintLeft",
+    "cheekSquintRight", "noseSneerLeft", "noseSneerRight", "tongueOut",
+)
+
+# MediaPipe vertex numbers (subject's left = +x).
+EYE_OUTER = {"left": 263, "right": 33}
+EYE_INNER = {"left": 362, "right": 133}
+LID_PAIRS = {"left": ((386, 374), (385, 380), (387, 373)),   # (upper, lower) across the eye's middle
+             "right": ((159, 145), (158, 153), (160, 144))}
+BROW_INNER = {"left": 336, "right": 107}
+BROW_OUTER = {"left": 300, "right": 70}
+MOUTH_CORNER = {"left": 291, "right": 61}
+LIP_INNER_UPPER, LIP_INNER_LOWER, LIP_OUTER_UPPER, LIP_OUTER_LOWER = 13, 14, 0, 17
+NOSE_TIP, CHIN = 1, 152
+SIDES = ("left", "right")
+
+# name → (START, FULL) in the units of its measure's change from neutral (see `_activations`).
+GAINS = {
+    "eyeBlink": (0.05, 0.80),    # fraction of the neutral lid aperture that closed (lid aperture: vertical, 3 pairs)
+    "eyeWide": (0.05, 0.50),     # fraction by which the lid aperture grew
+    "jawOpen": (0.01, 0.35),     # chin–nose-tip distance growth, IOD (0.35 ≈ 3.5 cm: a wide-open mouth)
+    "mouthClose": (0.01, 0.20),  # 0.9 × chin travel − inner-lip gap growth, IOD: jaw down but lips held together
+    "lipProtrusion": (0.005, 0.06),  # lips (0, 17, 13, 14) move towards the camera relative to the nose tip, IOD
+    "lipGap": (0.01, 0.15),      # inner-lip gap growth, IOD: splits protrusion into funnel (open) / pucker (closed)
+    "mouthSmile": (0.01, 0.12),  # mouth corner raise + outward travel relative to the nose tip, IOD
+    "mouthSide": (0.01, 0.10),   # lip centre's sideways shift relative to the nose tip, IOD
+    "jawSide": (0.01, 0.10),     # chin's sideways shift relative to the nose tip, IOD
+    "browInnerUp": (0.005, 0.10),  # inner brow ends rise relative to the inner eye corners, IOD (mean of sides)
+    "browOuterUp": (0.005, 0.10),  # outer brow ends rise relative to the outer eye corners, IOD
+    "browDown": (0.005, 0.08),   # inner brow end drops + moves towards the midline, IOD
+}
+# With the lips apart the lower lip rides the jaw a little nearer the hinge than the chin does, so an open jaw
+# grows the lip gap by ~0.9 of the chin's travel; less than that means the lips are being held closed.
+LIP_TO_CHIN_TRAVEL = 0.9
+
+
+def measures(G: np.ndarray) -> dict[str, float]:
+    """Scale-free geometric measures of one mesh G [468,3] (offsets are in IOD units, y down, +x = left)."""
+    G = np.asarray(G, dtype=np.float64)
+    iod = np.linalg.norm(G[EYE_OUTER["left"]] - G[EYE_OUTER["right"]])
+    P = (G - G[NOSE_TIP]) / iod  # nose-tip origin: expressions barely move it
+    m = {
+        "chin": np.linalg.norm(P[CHIN]),
+        "lipGap": np.linalg.norm(P[LIP_INNER_LOWER] - P[LIP_INNER_UPPER]),
+        "lipZ": P[[LIP_OUTER_UPPER, LIP_OUTER_LOWER, LIP_INNER_UPPER, LIP_INNER_LOWER], 2].mean(),
+        "lipX": P[[LIP_OUTER_UPPER, LIP_OUTER_LOWER], 0].mean(),
+        "chinX": P[CHIN, 0],
+    }
+    for side in SIDES:
+        out = 1.0 if side == "left" else -1.0  # sign of x that points away from the midline on this side
+        m[f"aperture_{side}"] = float(np.mean([P[lo, 1] - P[up, 1] for up, lo in LID_PAIRS[side]]))
+        m[f"cornerUp_{side}"] = -P[MOUTH_CORNER[side], 1]
+        m[f"cornerOut_{side}"] = out * P[MOUTH_CORNER[side], 0]
+        m[f"browInnerUp_{side}"] = P[EYE_INNER[side], 1] - P[BROW_INNER[side], 1]
+        m[f"browOuterUp_{side}"] = P[EYE_OUTER[side], 1] - P[BROW_OUTER[side], 1]
+        m[f"browInnerOut_{side}"] = out * P[BROW_INNER[side], 0]
+    return {k: float(v) for k, v in m.items()}
+
+
+def _ramp(x: float, key: str) -> float:
+    start, full = GAINS[key]
+    return float(np.clip((x - start) / (full - start), 0.0, 1.0))
+
+
+def _activations(m: dict[str, float], n: dict[str, float]) -> dict[str, float]:
+    """ARKit values from the measures m of a frame and n of the neutral face."""
+    d = {k: m[k] - n[k] for k in m}
+    lip_gap = d["lipGap"]
+    protrusion = -d["lipZ"]  # z points away from the camera: lips coming forward make lipZ smaller
+    opened = _ramp(lip_gap, "lipGap")
+    out = {
+        "jawOpen": _ramp(d["chin"], "jawOpen"),
+        "mouthClose": _ramp(LIP_TO_CHIN_TRAVEL * d["chin"] - lip_gap, "mouthClose"),
+        # Both pout the lips forward; an open "O" is a funnel, closed lips are a pucker.
+        "mouthFunnel": _ramp(protrusion, "lipProtrusion") * opened,
+        "mouthPucker": _ramp(protrusion, "lipProtrusion") * (1.0 - opened),
+        "mouthLeft": _ramp(d["lipX"], "mouthSide"),
+        "mouthRight": _ramp(-d["lipX"], "mouthSide"),
+        "jawLeft": _ramp(d["chinX"], "jawSide"),
+        "jawRight": _ramp(-d["chinX"], "jawSide"),
+    }
+    brow_inner_up = []
+    for side in SIDES:
+        S = side.capitalize()
+        closed = 1.0 - m[f"aperture_{side}"] / n[f"aperture_{side}"]
+        out[f"eyeBlink{S}"] = _ramp(closed, "eyeBlink")
+        out[f"eyeWide{S}"] = _ramp(-closed, "eyeWide")
+        out[f"mouthSmile{S}"] = _ramp(d[f"cornerUp_{side}"] + d[f"cornerOut_{side}"], "mouthSmile")
+        out[f"browOuterUp{S}"] = _ramp(d[f"browOuterUp_{side}"], "browOuterUp")
+        out[f"browDown{S}"] = _ramp(-d[f"browInnerUp_{side}"] - d[f"browInnerOut_{side}"], "browDown")
+        brow_inner_up.append(d[f"browInnerUp_{side}"])
+    out["browInnerUp"] = _ramp(float(np.mean(brow_inner_up)), "browInnerUp")
+    return out
+
+
+class ExpressionEstimator:
+    """G [468,3] → {ARKit name: value in [0, 1]} for all 52 names, relative to a calibrated neutral face."""
+
+    def __init__(self, neutral_G: np.ndarray | None = None):
+        if neutral_G is None:
+            from engine import canonical  # the mean resting face until the performer calibrates
+
+            neutral_G = canonical.load()[0]
+        self.calibrate(neutral_G)
+
+    def calibrate(self, G: np.ndarray) -> None:
+        """Take G (the performer at rest, looking at the camera) as the face that reads all zeros."""
+        self.neutral = measures(G)
+
+    def __call__(self, G: np.ndarray) -> dict[str, float]:
+        values = dict.fromkeys(ARKIT_NAMES, 0.0)
+        values.update(_activations(measures(G), self.neutral))
+        return values
