@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 
+from engine import detection
 from engine import teacher as T
 from engine.errors import UserError
 from engine.tflite_torch import TFLiteModule, UnsupportedOp, _same_pad
@@ -149,7 +150,7 @@ def test_detector_matches_mediapipe(teacher, frames):
             assert ref and len(ours) == len(ref)
             b = ref[0].location_data.relative_bounding_box
             ref_box = np.array([b.xmin * w, b.ymin * h, (b.xmin + b.width) * w, (b.ymin + b.height) * h])
-            ious.append(float(T._iou(ours[0].box, ref_box[None])[0]))
+            ious.append(float(detection._iou(ours[0].box, ref_box[None])[0]))
             assert abs(ours[0].score - ref[0].score[0]) < 0.01
             ref_kp = np.array([[k.x * w, k.y * h] for k in ref[0].location_data.relative_keypoints])
             assert np.abs(ours[0].keypoints - ref_kp).max() < 0.02 * (ref_box[2] - ref_box[0])
