@@ -35,6 +35,12 @@ def _demo(args) -> None:
           f"report in {out / 'enroll' / 'report.json'}")
 
 
+def _studio(args) -> None:
+    from app import studio
+
+    raise SystemExit(studio.main(args.studio_args))
+
+
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="facetrack", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
@@ -64,10 +70,20 @@ def parser() -> argparse.ArgumentParser:
     d.add_argument("--seed", type=int, default=0)
     d.set_defaults(run=_demo)
 
-    from engine import bench, train_dam
+    from engine import adapt, bench, evaluate, train_dam, train_i2z
+    from export import onnx_export
 
     train_dam.add_parser(sub)
+    train_i2z.add_parser(sub)
+    adapt.add_parser(sub)
+    onnx_export.add_parser(sub)
+    evaluate.add_parser(sub)
     bench.add_parser(sub)
+
+    st = sub.add_parser("studio", help="the live desktop app (PySide6): track, view, record, stream",
+                        add_help=False)
+    st.add_argument("studio_args", nargs=argparse.REMAINDER)
+    st.set_defaults(run=_studio)
     return p
 
 

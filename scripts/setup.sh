@@ -4,8 +4,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+# GL (EGL for offscreen rendering) and what Qt's xcb platform needs under Xvfb (tests, screenshots).
 need=()
-for pkg in libegl1 libegl-mesa0 libgl1-mesa-dri libgl1; do
+for pkg in libegl1 libegl-mesa0 libgl1-mesa-dri libgl1 xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-image0 \
+           libxcb-render-util0 libxcb-xinerama0 libxcb-xkb1 libxkbcommon-x11-0 libxcb-cursor0 libxcb-shape0 \
+           libxcb-randr0 libxcb-xfixes0 libxcb-sync1 libxcb-shm0 libxcb-glx0 libfontconfig1 libdbus-1-3 libxkbcommon0; do
   dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
 done
 if [ ${#need[@]} -gt 0 ]; then

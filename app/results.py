@@ -1,0 +1,41 @@
+"""What flows from the track worker to the UI, recorder and streamer.
+
+`Result` has the fields of the runtime's TrackResult that the studio reads (export.runtime); the replay and the
+demo tracker build it, a real tracker returns its own (any object with these attributes works).
+`Tracked` is one processed frame as the UI sees it: the frame, the (smoothed) face or None, and timings.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from app.sources import Frame
+
+
+@dataclass
+class Result:
+    G: np.ndarray            # [468,3] canonical cm
+    points: np.ndarray       # [468,2] frame pixels
+    H: np.ndarray            # [6] pose in frame pixels
+    z: np.ndarray            # [Z] latent code
+    presence: float = 1.0
+    stages_ms: dict = field(default_factory=dict)
+
+
+@dataclass
+class Tracked:
+    frame: Frame
+    G: np.ndarray | None = None         # shown/streamed/recorded: smoothed when smoothing is on
+    H: np.ndarray | None = None
+    points: np.ndarray | None = None    # projection of (G, H) in frame pixels
+    z: np.ndarray | None = None
+    raw_G: np.ndarray | None = None     # the tracker's own output, for the raw-vs-smoothed stability plot
+    presence: float = 0.0
+    expressions: dict = field(default_factory=dict)
+    stages_ms: dict = field(default_factory=dict)  # tracker stages + ours (track, smooth, stream, latency)
+    dropped: int = 0                    # stale frames dropped so far (capture → track)
+
+    @property
+    def found(self) -> bool:
+        return self.G is not None

@@ -1,0 +1,371 @@
+"""I2ZNet, the paper's E_I: a 256² face crop → the DAM latent z ∈ R^128 and head pose H ∈ R^6 (§3.1, supp. A).
+
+Two streams, both fed the crop resized to 192² (bilinear, no antialias, so it exports to ONNX):
+  teacher  the frozen MediaPipe landmarker (engine.teacher.FaceLandmarker) — its NCHW features at 48², 24², 12², 6²
+           plus landmark heatmaps: the 468 predicted points splatted as Gaussians (σ = 1 cell of 48²) into a few
+           region channels (eyes, brows, nose, lips, contour), max-pooled down to each level. This plays the
+           paper's HourglassNet ("where to look"); it stays in eval mode with no gradients, always.
+  pixel    a trainable shallow CNN on raw pixels (stride-2 stem, then stride-2 + 3×3 conv per level): maps at the same
+           four sizes: the paper's VGG ("perceptual") stream, which no ImageNet download can supply here.
+Per level l the streams are normalised separately — GroupNorm with one group (each sample's map scaled to zero
+mean, unit variance over C×H×W, then a learned per-channel affine) — and concatenated into u_l. A Compressor (1×1
+conv to C/4, 3×3 conv to C/16) shrinks u_l, which is flattened and mapped to p_l^z and p_l^h. The levels' p's
+are concatenated and regressed to z and H by two FC layers each.
+
+Outputs start sane: z = z̄ + σ_z ⊙ ẑ, f = f̄·exp(a), (rx, ry, rz) = r̄ + r, t = t̄ + 128·b, with the enrollment
+statistics (z̄, σ_z, f̄, r̄, t̄) stored as buffers and the last FC layers initialised small. H is in 256-crop
+pixels (engine.pose conventions: x = f·Π·R·X + t, pixel-index coordinates).
+
+Ablations (paper Table 2 shape): streams "pixel" | "teacher" | "both", multi_level (48..6) or the deepest level only.
+`save`/`load` use safetensors + config.json (the teacher's weights are not stored: they come from mediapipe).
+`I2ZTracker` runs the model on video frames with engine.evaluate's tracker protocol.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from engine.errors import UserError
+
+CROP_SIZE = 256
+TEACHER_SIZE = 192
+LEVELS = (48, 24, 12, 6)
+TEACHER_FEATURE_INDEX = {48: 1, 24: 2, 12: 3, 6: 4}      # into FaceLandmarker.forward_with_features' list
+TEACHER_CHANNELS = {48: 32, 24: 64, 12: 128, 6: 128}
+REGIONS = ("eye_left", "eye_right", "brow_left", "brow_right", "nose", "lips", "contour")
+HEATMAP_SIGMA = 1.0       # in cells of the 48² grid (4 teacher pixels)
+STREAMS = ("pixel", "teacher", "both")
+WEIGHTS, CONFIG = "model.safetensors", "config.json"
+
+
+class TeacherOut(NamedTuple):
+    """The frozen stream's output for a batch: features at LEVELS (NCHW), landmarks [B,468,3] (192 px), presence [B]."""
+    features: list
+    landmarks: torch.Tensor
+    presence: torch.Tensor
+
+
+class Output(NamedTuple):
+    z: torch.Tensor           # [B,128]
+    H: torch.Tensor           # [B,6] in 256-crop pixels
+    presence: torch.Tensor    # [B] teacher face flag in 0..1
+    landmarks: torch.Tensor   # [B,468,3] teacher landmarks in 256-crop pixels
+
+
+def default_config(**overrides) -> dict:
+    cfg = {"streams": "both", "multi_level": True, "width": 512, "pixel_channels": 32, "z_dim": 128}
+    cfg.update(overrides)
+    if cfg["streams"] not in STREAMS:
+        raise UserError(f"streams must be one of {', '.join(STREAMS)} (got {cfg['streams']!r})")
+    return cfg
+
+
+def _region_masks() -> torch.Tensor:
+    from engine.topology import subsets
+
+    s = subsets()
+    masks = torch.zeros(len(REGIONS), 468, dtype=torch.bool)
+    for r, name in enumerate(REGIONS):
+        masks[r, torch.from_numpy(s[name]).long()] = True
+    return masks
+
+
+def heatmaps(landmarks: torch.Tensor, masks: torch.Tensor, size: int = LEVELS[0]) -> torch.Tensor:
+    """Landmarks [B,468,≥2] in 192-px → region heatmaps [B,R,size,size]: max over each region's Gaussian splats."""
+    k = TEACHER_SIZE / size
+    xy = (landmarks[..., :2] + 0.5) / k - 0.5                      # pixel-index coordinates of the size² grid
+    grid = torch.arange(size, dtype=xy.dtype, device=xy.device)
+    gx = torch.exp(-(xy[..., 0, None] - grid) ** 2 / (2 * HEATMAP_SIGMA ** 2))   # [B,468,size], separable
+    gy = torch.exp(-(xy[..., 1, None] - grid) ** 2 / (2 * HEATMAP_SIGMA ** 2))
+    maps = []
+    for m in masks:
+        maps.append((gy[:, m, :, None] * gx[:, m, None, :]).amax(1))
+    return torch.stack(maps, 1)
+
+
+class PixelStream(nn.Module):
+    """Shallow trainable CNN: 192² → maps at 48², 24², 12², 6² with c, 2c, 4c, 4c channels."""
+
+    def __init__(self, c: int):
+        super().__init__()
+        def block(cin, cout):
+            return nn.Sequential(nn.Conv2d(cin, cout, 3, 2, 1), nn.ReLU(inplace=True),
+                                 nn.Conv2d(cout, cout, 3, 1, 1), nn.ReLU(inplace=True))
+        self.stem = nn.Sequential(nn.Conv2d(3, c, 3, 2, 1), nn.ReLU(inplace=True))    # 96²
+        self.blocks = nn.ModuleList([block(c, c), block(c, 2 * c), block(2 * c, 4 * c), block(4 * c, 4 * c)])
+        self.channels = (c, 2 * c, 4 * c, 4 * c)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        h, out = self.stem(x - 0.5), []
+        for b in self.blocks:
+            h = b(h)
+            out.append(h)
+        return out
+
+
+class LevelHead(nn.Module):
+    """Per level: normalise each stream, concatenate into u_l, Compressor (to C/16), flatten → p_l^z, p_l^h."""
+
+    def __init__(self, stream_channels: list[int], size: int, width: int):
+        super().__init__()
+        self.norms = nn.ModuleList([nn.GroupNorm(1, c) for c in stream_channels])
+        c = sum(stream_channels)
+        mid, out = max(math.ceil(c / 4), 4), max(math.ceil(c / 16), 2)
+        self.compressor = nn.Sequential(nn.Conv2d(c, mid, 1), nn.ReLU(inplace=True),
+                                        nn.Conv2d(mid, out, 3, 1, 1), nn.ReLU(inplace=True))
+        self.p_z = nn.Linear(out * size * size, width)
+        self.p_h = nn.Linear(out * size * size, width)
+
+    def forward(self, maps: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        u = torch.cat([n(m) for n, m in zip(self.norms, maps)], 1)
+        flat = self.compressor(u).flatten(1)
+        return F.relu(self.p_z(flat)), F.relu(self.p_h(flat))
+
+
+def _regressor(n_in: int, width: int, n_out: int) -> nn.Sequential:
+    last = nn.Linear(width, n_out)
+    with torch.no_grad():
+        last.weight.mul_(0.1)
+        last.bias.zero_()
+    return nn.Sequential(nn.Linear(n_in, width), nn.ReLU(inplace=True), last)
+
+
+class I2ZNet(nn.Module):
+    """E_I. forward(x [B,3,256,256] uint8 or float in [0,1], teacher=None) → (z [B,128], H [B,6] crop px)."""
+
+    def __init__(self, config: dict | None = None):
+        super().__init__()
+        from engine.teacher import FaceLandmarker
+
+        self.config = cfg = default_config(**(config or {}))
+        self.teacher = FaceLandmarker()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.register_buffer("region_masks", _region_masks(), persistent=False)
+        self.use_teacher = cfg["streams"] in ("teacher", "both")
+        self.use_pixel = cfg["streams"] in ("pixel", "both")
+        self.levels = LEVELS if cfg["multi_level"] else LEVELS[-1:]
+        self.pixel = PixelStream(cfg["pixel_channels"]) if self.use_pixel else None
+        heads = []
+        for size in self.levels:
+            chans = []
+            if self.use_teacher:
+                chans += [TEACHER_CHANNELS[size], len(REGIONS)]
+            if self.use_pixel:
+                chans.append(self.pixel.channels[LEVELS.index(size)])
+            heads.append(LevelHead(chans, size, cfg["width"]))
+        self.level_heads = nn.ModuleList(heads)
+        n = cfg["width"] * len(self.levels)
+        self.z_head = _regressor(n, cfg["width"], cfg["z_dim"])
+        self.h_head = _regressor(n, cfg["width"], 6)
+        # Enrollment statistics the outputs are parameterised around (set_statistics fills them).
+        self.register_buffer("z_mean", torch.zeros(cfg["z_dim"]))
+        self.register_buffer("z_std", torch.ones(cfg["z_dim"]))
+        self.register_buffer("f_mean", torch.tensor(1.0))
+        self.register_buffer("angle_mean", torch.zeros(3))
+        self.register_buffer("t_mean", torch.full((2,), CROP_SIZE / 2))
+        self.teacher.eval()
+
+    # ------------------------------------------------------------------ setup
+    def set_statistics(self, z: np.ndarray, H: np.ndarray) -> None:
+        """z̄, σ_z from the enrollment latents [N,128]; f̄, r̄, t̄ from the enrollment poses [N,6] (crop px)."""
+        z, H = np.asarray(z, np.float64), np.asarray(H, np.float64)
+        with torch.no_grad():
+            self.z_mean.copy_(torch.from_numpy(z.mean(0)))
+            self.z_std.copy_(torch.from_numpy(np.maximum(z.std(0), 1e-4)))
+            self.f_mean.fill_(float(np.exp(np.log(H[:, 0]).mean())))
+            self.angle_mean.copy_(torch.from_numpy(H[:, 1:4].mean(0)))
+            self.t_mean.copy_(torch.from_numpy(H[:, 4:6].mean(0)))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()          # frozen stream: never in training mode
+        return self
+
+    # ------------------------------------------------------------------ parameter groups (adaptation tunes heads)
+    def heads_parameters(self) -> list[nn.Parameter]:
+        """Normalisation affines, Compressors, p_l FCs and the z/H regressors."""
+        return [p for m in (self.level_heads, self.z_head, self.h_head) for p in m.parameters()]
+
+    def pixel_stream_parameters(self) -> list[nn.Parameter]:
+        return list(self.pixel.parameters()) if self.pixel is not None else []
+
+    # ------------------------------------------------------------------ streams
+    @staticmethod
+    def prepare(x: torch.Tensor) -> torch.Tensor:
+        """[B,3,256,256] uint8 or float in [0,1] → float [B,3,192,192] in [0,1]."""
+        if x.dtype == torch.uint8:
+            x = x.float() / 255
+        return F.interpolate(x, size=(TEACHER_SIZE, TEACHER_SIZE), mode="bilinear", align_corners=False)
+
+    @torch.no_grad()
+    def teacher_stream(self, x192: torch.Tensor) -> TeacherOut:
+        landmarks, presence, feats = self.teacher.forward_with_features(x192)
+        return TeacherOut([feats[TEACHER_FEATURE_INDEX[s]] for s in LEVELS], landmarks, presence)
+
+    def forward(self, x: torch.Tensor, teacher: TeacherOut | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """`teacher`: this batch's precomputed teacher stream (training caches it); computed when None."""
+        x = self.prepare(x)
+        maps = [[] for _ in self.levels]
+        if self.use_teacher:
+            teacher = teacher if teacher is not None else self.teacher_stream(x)
+            hm = heatmaps(teacher.landmarks.float(), self.region_masks)
+            for i, size in enumerate(self.levels):
+                k = LEVELS[0] // size
+                maps[i] += [teacher.features[LEVELS.index(size)].float(), F.max_pool2d(hm, k) if k > 1 else hm]
+        if self.use_pixel:
+            pix = self.pixel(x)
+            for i, size in enumerate(self.levels):
+                maps[i].append(pix[LEVELS.index(size)])
+        pz, ph = zip(*(head(m) for head, m in zip(self.level_heads, maps)))
+        z = self.z_mean + self.z_std * self.z_head(torch.cat(pz, 1))
+        h = self.h_head(torch.cat(ph, 1))
+        H = torch.cat([self.f_mean * torch.exp(h[:, :1]), self.angle_mean + h[:, 1:4],
+                       self.t_mean + (CROP_SIZE / 2) * h[:, 4:6]], 1)
+        return z, H
+
+    @torch.no_grad()
+    def track(self, x: torch.Tensor) -> Output:
+        """Inference with the teacher's face flag and landmarks (in 256-crop px) alongside (z, H)."""
+        teacher = self.teacher_stream(self.prepare(x))
+        z, H = self(x, teacher)
+        lm = teacher.landmarks.clone()
+        k = CROP_SIZE / TEACHER_SIZE
+        lm[..., :2] = (lm[..., :2] + 0.5) * k - 0.5
+        lm[..., 2] *= k
+        return Output(z, H, teacher.presence, lm)
+
+
+# ---------------------------------------------------------------------- persistence
+def save(model: I2ZNet, folder: str | Path) -> Path:
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("teacher.")}
+    save_file(state, str(folder / WEIGHTS))
+    (folder / CONFIG).write_text(json.dumps(model.config, indent=2))
+    return folder
+
+
+def load(folder: str | Path, device: str | torch.device = "cpu") -> I2ZNet:
+    """The I2ZNet saved in `folder` (eval mode). Missing or corrupt files → UserError naming the file."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = Path(folder)
+    cfg_path, w_path = folder / CONFIG, folder / WEIGHTS
+    for p in (cfg_path, w_path):
+        if not p.is_file():
+            raise UserError(f"{p}: missing (train it with `facetrack train-i2z RUN`)")
+    try:
+        config = json.loads(cfg_path.read_text())
+        model = I2ZNet(config)
+    except (ValueError, TypeError, KeyError) as err:
+        raise UserError(f"{cfg_path}: corrupt I2ZNet config ({err})") from None
+    try:
+        state = load_file(str(w_path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise UserError(f"{w_path}: corrupt I2ZNet weights ({err})") from None
+    expected = {k for k in model.state_dict() if not k.startswith("teacher.")}
+    if set(state) != expected:
+        missing, unexpected = sorted(expected - set(state))[:3], sorted(set(state) - expected)[:3]
+        raise UserError(f"{w_path}: weights do not match {cfg_path.name} (missing {missing}, unexpected {unexpected})")
+    try:
+        model.load_state_dict(state, strict=False)
+    except RuntimeError as err:
+        raise UserError(f"{w_path}: weights do not match {cfg_path.name} ({str(err)[:200]})") from None
+    return model.to(device).eval()
+
+
+# ---------------------------------------------------------------------- tracking
+def _frame_result():
+    try:
+        from engine.evaluate import FrameResult
+        return FrameResult
+    except ImportError:   # evaluate.py not there: a stand-in with the same fields
+        from dataclasses import dataclass
+
+        @dataclass
+        class FrameResult:
+            G: np.ndarray
+            points: np.ndarray
+            H: np.ndarray | None
+        return FrameResult
+
+
+class I2ZTracker:
+    """engine.evaluate's tracker protocol for a run folder with RUN/i2z and RUN/dam.
+
+    Detect (BlazeFace) at the start and after a loss; otherwise crop 256² around the previous frame's projected
+    mesh (MediaPipe's landmarks→ROI rule). I2ZNet → (z, H); G = D.decode_geometry(z); points = Π·H·G in frame px.
+    The teacher stream's face flag < 0.5 means lost (one re-detection is tried in the same frame).
+    """
+
+    name = "i2znet"
+    MIN_PRESENCE = 0.5
+
+    def __init__(self, run_dir: str | Path, device: str | torch.device = "cpu"):
+        from engine import dam
+        from engine.teacher import FaceDetector
+
+        run_dir = Path(run_dir)
+        self.device = torch.device(device)
+        self.model = load(run_dir / "i2z", self.device)
+        self.dam = dam.load(run_dir / "dam")
+        if hasattr(self.dam, "to"):
+            self.dam = self.dam.to(self.device)
+        self.detector = FaceDetector().to(self.device)
+        self.backend = f"torch {torch.__version__} ({self.device.type})"
+        self.reset()
+
+    def reset(self) -> None:
+        self.previous = None          # projected points [468,2] of the last frame, frame px
+
+    @torch.no_grad()
+    def _run(self, frame: np.ndarray, crop):
+        from engine import pose
+
+        image = torch.from_numpy(crop.apply(frame, CROP_SIZE)).permute(2, 0, 1)[None].to(self.device)
+        out = self.model.track(image)
+        if float(out.presence[0]) < self.MIN_PRESENCE:
+            return None
+        G = self.dam.decode_geometry(out.z)
+        points = pose.project(G, out.H)[0].cpu().numpy().astype(np.float64)
+        return out, G[0].cpu().numpy().astype(np.float64), crop.to_frame(points, CROP_SIZE)
+
+    def __call__(self, frame_rgb: np.ndarray):
+        from engine.teacher import crop_from_detection, crop_from_landmarks
+
+        found = self._run(frame_rgb, crop_from_landmarks(self.previous)) if self.previous is not None else None
+        crop = None if found is None else crop_from_landmarks(self.previous)
+        if found is None:
+            faces = self.detector.detect(frame_rgb)
+            if not faces:
+                self.previous = None
+                return None
+            best = max(faces, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+            first = self._run(frame_rgb, crop_from_detection(best))
+            if first is None:
+                self.previous = None
+                return None
+            # Re-frame with the tracking rule (what I2ZNet was trained on) from the teacher's landmarks.
+            crop = crop_from_landmarks(crop_from_detection(best).to_frame(first[0].landmarks[0].cpu().numpy(),
+                                                                          CROP_SIZE))
+            found = self._run(frame_rgb, crop)
+            if found is None:
+                self.previous = None
+                return None
+        out, G, points = found
+        self.previous = points
+        H = out.H[0].cpu().numpy().astype(np.float64)
+        k = crop.size / CROP_SIZE      # f and t from crop to frame pixels (rotation unchanged)
+        H = np.concatenate([[H[0] * k], H[1:4], crop.to_frame(H[None, 4:6], CROP_SIZE)[0]])
+        return _frame_result()(G, points, H)

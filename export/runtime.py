@@ -1,0 +1,173 @@
+"""The live tracking runtime (no torch): one `Tracker` interface over the performer package's ONNX graphs.
+
+Backends, chosen automatically (override with `backend=`):
+  tensorrt     ONNX Runtime's TensorRT provider, fp16, engines cached in PACKAGE/trt/<sm>-trt<version>/
+  cuda         ONNX Runtime's CUDA provider
+  cpu          ONNX Runtime's CPU provider
+The backend reports what actually runs (`session.get_providers()`), and `fallback` holds one line saying what was
+wanted and why it is not in use. (A torch backend for development lives in engine.evaluate: the app never
+imports torch.)
+
+Tracking loop (MediaPipe's pattern): detect with BlazeFace at start and after loss; otherwise crop from the
+previous frame's projected vertices; run the tracker graph on the 256² crop; map results back to the frame.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine import pose
+from engine.detection import Crop, crop_from_detection, crop_from_landmarks, detections, detector_input, ssd_anchors
+from engine.errors import UserError
+from export.package import Package, open_package
+
+MIN_PRESENCE = 0.5
+BACKENDS = ("auto", "tensorrt", "cuda", "cpu")
+_PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
+
+
+@dataclass
+class TrackResult:
+    z: np.ndarray          # [128] DAM latent
+    H: np.ndarray          # [6] pose in FRAME pixels: image-space vertices = pose.transform(G, H)
+    G: np.ndarray          # [468,3] canonical head frame, cm
+    points: np.ndarray     # [468,2] projected vertices, frame pixels
+    presence: float
+    crop: Crop
+    H_crop: np.ndarray     # [6] pose in the 256² crop's pixels (what the graph outputs)
+    stages_ms: dict = field(default_factory=dict)
+
+
+def frame_pose(H_crop: np.ndarray, crop: Crop, crop_size: int) -> np.ndarray:
+    """H in crop pixels → H in frame pixels (the crop is a scale and a shift: f and t change, angles don't)."""
+    k = crop.size / crop_size
+    origin = crop.to_frame(np.zeros(2), crop_size)
+    return np.array([H_crop[0] * k, *H_crop[1:4], H_crop[4] * k + origin[0], H_crop[5] * k + origin[1]])
+
+
+def _trt_cache(package: Package) -> Path:
+    """Engine cache folder keyed by GPU compute capability and TensorRT version (rebuilt when either changes)."""
+    try:
+        import tensorrt as trt
+        version = trt.__version__
+    except ImportError:
+        version = "unknown"
+    try:
+        import subprocess
+        cap = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True,
+                             text=True, timeout=5).stdout.strip().splitlines()[0].replace(".", "")
+    except (OSError, IndexError, subprocess.SubprocessError):
+        cap = "unknown"
+    path = package.path / "trt" / f"sm{cap}-trt{version}"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def sessions(package: Package, backend: str = "auto", threads: int | None = None):
+    """ONNX Runtime sessions for the three graphs + (backend name, fallback line or None)."""
+    import onnxruntime as ort
+
+    if backend not in BACKENDS:
+        raise UserError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    available = ort.get_available_providers()
+    wanted = ["tensorrt", "cuda", "cpu"] if backend == "auto" else [backend]
+    order = [b for b in wanted if _PROVIDERS[b] in available] or ["cpu"]
+    providers = []
+    for b in order:
+        if b == "tensorrt":
+            cache = str(_trt_cache(package))
+            providers.append((_PROVIDERS[b], {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
+                                               "trt_engine_cache_path": cache, "trt_timing_cache_enable": True,
+                                               "trt_timing_cache_path": cache}))
+        else:
+            providers.append(_PROVIDERS[b])
+    if "cpu" not in order:
+        providers.append(_PROVIDERS["cpu"])
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")   # share 2 cores with capture and UI
+    if threads:
+        opts.intra_op_num_threads = threads
+    made = {}
+    for name in ("tracker", "texture", "detector"):
+        try:
+            made[name] = ort.InferenceSession(str(package.file(f"{name}.onnx")), opts, providers=providers)
+        except Exception as err:   # ORT raises its own types; the file passed its hash, so it is an ORT problem
+            raise UserError(f"{package.file(name + '.onnx')}: ONNX Runtime cannot load it ({str(err)[:160]})") \
+                from None
+    running = made["tracker"].get_providers()[0]
+    actual = next((b for b, p in _PROVIDERS.items() if p == running), running)
+    first = wanted[0]
+    fallback = None
+    if actual != first:
+        why = "provider not available in this onnxruntime build" if _PROVIDERS[first] not in available \
+            else "provider failed to initialise"
+        fallback = f"wanted {first} ({_PROVIDERS[first]}): {why}; running on {actual}"
+    return made, f"onnxruntime/{running}", fallback
+
+
+class Tracker:
+    """tracker(frame_rgb uint8 HxWx3) → TrackResult | None; texture(z, H) → C(T) uint8 [S,S,3]."""
+
+    def __init__(self, package: str | Path | Package, backend: str = "auto", threads: int | None = None):
+        self.package = package if isinstance(package, Package) else open_package(package)
+        self._s, self.backend, self.fallback = sessions(self.package, backend, threads)
+        self.topology = self.package.topology()
+        self._anchors = ssd_anchors()
+        self._crop: Crop | None = None
+
+    def reset(self) -> None:
+        self._crop = None
+
+    def detect(self, frame: np.ndarray):
+        reg, logits = self._s["detector"].run(None, {"image": detector_input(frame)})
+        return detections(frame.shape, reg[0], logits[0], self._anchors)
+
+    def _run(self, frame: np.ndarray, crop: Crop, stages: dict) -> TrackResult | None:
+        t0 = time.perf_counter()
+        size = self.package.crop_size
+        image = crop.apply(frame, size)[None]
+        t1 = time.perf_counter()
+        z, H, V, G, _, presence = self._s["tracker"].run(None, {"crop": image})
+        t2 = time.perf_counter()
+        stages["crop"] = stages.get("crop", 0.0) + 1000 * (t1 - t0)
+        stages["tracker"] = stages.get("tracker", 0.0) + 1000 * (t2 - t1)
+        if float(presence[0]) < MIN_PRESENCE:
+            return None
+        points = crop.to_frame(V[0, :, :2], size)
+        return TrackResult(z[0], frame_pose(H[0], crop, size), G[0], points, float(presence[0]), crop, H[0], stages)
+
+    def __call__(self, frame: np.ndarray) -> TrackResult | None:
+        stages: dict = {}
+        if self._crop is not None:
+            result = self._run(frame, self._crop, stages)
+            if result is not None:
+                self._crop = crop_from_landmarks(result.points)
+                return result
+        t0 = time.perf_counter()
+        faces = self.detect(frame)
+        stages["detect"] = 1000 * (time.perf_counter() - t0)
+        self._crop = None
+        if not faces:
+            return None
+        best = max(faces, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+        first = self._run(frame, crop_from_detection(best), stages)
+        if first is None:
+            return None
+        # Re-crop with the tracking rule so the framing matches every later frame.
+        result = self._run(frame, crop_from_landmarks(first.points), stages) or first
+        self._crop = crop_from_landmarks(result.points)
+        return result
+
+    def texture(self, z: np.ndarray, H: np.ndarray, corrected: bool = True) -> np.ndarray:
+        """The DAM texture for latent z seen from pose H, uint8 [S,S,3]: C(T) when `corrected`, else T."""
+        v = pose.view_vector(np.asarray(H, np.float64)).astype(np.float32)
+        name = "texture" if corrected else "texture_raw"
+        return self._s["texture"].run([name], {"z": np.asarray(z, np.float32)[None], "v": v[None]})[0][0]
+
+
+def open_tracker(package: str | Path, backend: str = "auto", threads: int | None = None) -> Tracker:
+    return Tracker(package, backend, threads)
