@@ -16,14 +16,13 @@ mean face. C, the 1×1 colour correction of the adaptation's L_MOTC (Eq. 8), liv
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from engine.errors import UserError
+from engine.weights import load_model, save_model
 
 LATENT = 128          # z ∈ R^128 (paper §3.1)
 VERTICES = 468        # the teacher's mesh
@@ -179,42 +178,12 @@ class ColourCorrection(nn.Module):
 
 
 # ---------------------------------------------------------------- files
-CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
-
-
 def save(dam: DAM, folder: str | Path) -> None:
     """Write folder/model.safetensors (weights and statistics) and folder/config.json. No pickle."""
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in dam.state_dict().items()}
-    save_file(state, str(folder / WEIGHTS_FILE), metadata={"format": "pt", "model": "dam"})
-    (folder / CONFIG_FILE).write_text(json.dumps(dam.config, indent=2))
+    save_model(dam, dam.config, folder)
 
 
 def load(folder: str | Path, device: str | torch.device = "cpu") -> DAM:
     """Read a DAM written by `save`, in eval mode. Missing or corrupt files raise UserError naming the file."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    config_path, weights_path = folder / CONFIG_FILE, folder / WEIGHTS_FILE
-    for path in (config_path, weights_path):
-        if not path.is_file():
-            raise UserError(f"{path}: no such file (train the DAM first: `facetrack train-dam RUN`)")
-    try:
-        config = json.loads(config_path.read_text())
-        dam = DAM(default_config(**config))
-    except (ValueError, KeyError, TypeError) as err:
-        raise UserError(f"{config_path}: not a DAM config ({err})") from None
-    try:
-        state = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise UserError(f"{weights_path}: corrupt safetensors file ({err})") from None
-    try:
-        dam.load_state_dict(state, strict=True)
-    except RuntimeError as err:
-        raise UserError(f"{weights_path}: weights do not match {config_path} "
-                        f"({str(err).splitlines()[0]})") from None
-    return dam.to(device).eval()
+    return load_model(folder, lambda cfg: DAM(default_config(**cfg)), "DAM",
+                      "train the DAM first: `facetrack train-dam RUN`", device=device)

@@ -22,7 +22,6 @@ Ablations (paper Table 2 shape): streams "pixel" | "teacher" | "both", multi_lev
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import NamedTuple
@@ -33,6 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine.errors import UserError
+from engine.weights import load_model, save_model
 
 CROP_SIZE = 256
 TEACHER_SIZE = 192
@@ -42,7 +42,6 @@ TEACHER_CHANNELS = {48: 32, 24: 64, 12: 128, 6: 128}
 REGIONS = ("eye_left", "eye_right", "brow_left", "brow_right", "nose", "lips", "contour")
 HEATMAP_SIGMA = 1.0       # in cells of the 48² grid (4 teacher pixels)
 STREAMS = ("pixel", "teacher", "both")
-WEIGHTS, CONFIG = "model.safetensors", "config.json"
 
 
 class TeacherOut(NamedTuple):
@@ -245,44 +244,14 @@ class I2ZNet(nn.Module):
 
 # ---------------------------------------------------------------------- persistence
 def save(model: I2ZNet, folder: str | Path) -> Path:
-    from safetensors.torch import save_file
-
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items() if not k.startswith("teacher.")}
-    save_file(state, str(folder / WEIGHTS))
-    (folder / CONFIG).write_text(json.dumps(model.config, indent=2))
-    return folder
+    """Weights less the frozen teacher (it comes from the mediapipe wheel) + config.json."""
+    return save_model(model, model.config, folder, skip="teacher.")
 
 
 def load(folder: str | Path, device: str | torch.device = "cpu") -> I2ZNet:
     """The I2ZNet saved in `folder` (eval mode). Missing or corrupt files → UserError naming the file."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    folder = Path(folder)
-    cfg_path, w_path = folder / CONFIG, folder / WEIGHTS
-    for p in (cfg_path, w_path):
-        if not p.is_file():
-            raise UserError(f"{p}: missing (train it with `facetrack train-i2z RUN`)")
-    try:
-        config = json.loads(cfg_path.read_text())
-        model = I2ZNet(config)
-    except (ValueError, TypeError, KeyError) as err:
-        raise UserError(f"{cfg_path}: corrupt I2ZNet config ({err})") from None
-    try:
-        state = load_file(str(w_path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise UserError(f"{w_path}: corrupt I2ZNet weights ({err})") from None
-    expected = {k for k in model.state_dict() if not k.startswith("teacher.")}
-    if set(state) != expected:
-        missing, unexpected = sorted(expected - set(state))[:3], sorted(set(state) - expected)[:3]
-        raise UserError(f"{w_path}: weights do not match {cfg_path.name} (missing {missing}, unexpected {unexpected})")
-    try:
-        model.load_state_dict(state, strict=False)
-    except RuntimeError as err:
-        raise UserError(f"{w_path}: weights do not match {cfg_path.name} ({str(err)[:200]})") from None
-    return model.to(device).eval()
+    return load_model(folder, I2ZNet, "I2ZNet", "train it with `facetrack train-i2z RUN`", skip="teacher.",
+                      device=device)
 
 
 # ---------------------------------------------------------------------- tracking

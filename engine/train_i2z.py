@@ -30,6 +30,7 @@ import torch
 from tqdm import tqdm
 
 from engine import i2znet, metrics, pose
+from engine import losses as paper
 from engine.errors import UserError
 from engine.i2znet import CROP_SIZE, I2ZNet, TeacherOut
 from engine.train_dam import HELD_OUT_EVERY, HELD_OUT_OFFSET  # the same frames the DAM never saw
@@ -219,11 +220,11 @@ def sample_batch(rng, pool, batch: int):
 # ------------------------------------------------------------------------------------------------ losses
 def losses(z, H, z_gt, K_gt, D) -> dict:
     """Eq. 2–4 for a batch laid out as [view v..., view w...] of the same instants."""
+    # engine.losses has the paper's definitions; scaled here to per-dimension and (px / 256)² units.
     G = D.decode_geometry(z)
-    L_z = ((z - z_gt) ** 2).mean()
-    L_H = (((pose.project(G, H) - K_gt) / CROP_SIZE) ** 2).sum(-1).mean()
-    zv, zw = z.chunk(2)
-    L_view = ((zv - zw) ** 2).mean()
+    L_z = paper.L_z(z, z_gt) / z.shape[-1]
+    L_H = paper.L_H(H, G, K_gt) / CROP_SIZE ** 2
+    L_view = paper.L_view(*z.chunk(2)) / z.shape[-1]
     total = LAMBDA["z"] * L_z + LAMBDA["H"] * L_H + LAMBDA["view"] * L_view
     return {"total": total, "L_z": L_z, "L_H": L_H, "L_view": L_view}
 
