@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from engine import canonical, pose, unwrap, video
-from engine.enroll import CROP_SIZE, FaceTracker
+from engine.enroll import FaceTracker
 from engine.teacher import LANDMARK_SIZE, Teacher
 
 DEFAULT_VIDEO = Path(__file__).resolve().parents[2] / "shared/data/videos/obama/obama_weekly_address_office_720p.mp4"
