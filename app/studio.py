@@ -14,14 +14,25 @@ from pathlib import Path
 
 from app.vmc import DEFAULT_HOST, DEFAULT_PORT
 
-# The clip the `synthetic` source plays: set by the lead to the one shipped in the sample package.
+# The embedded default: a performer package built by `facetrack build` from the synthetic performer, with a
+# synthetic "wild" clip (`synthetic.mp4`) that the `synthetic` source plays.
+SAMPLE_PACKAGE = Path(__file__).resolve().parents[1] / "export" / "sample_package"
 SYNTHETIC_CLIP: str | None = None
+
+
+def synthetic_clip(package: str | None) -> str | None:
+    """The package's own synthetic clip, else the sample package's."""
+    for folder in (package, SAMPLE_PACKAGE):
+        if folder and (Path(folder) / "synthetic.mp4").is_file():
+            return str(Path(folder) / "synthetic.mp4")
+    return SYNTHETIC_CLIP
 SCREENSHOT_TIMEOUT_S = 120  # --screenshot gives up waiting for frames after this and saves what it has
 
 
 def parse_args(argv):
     p = argparse.ArgumentParser(prog="facetrack studio", description="Live face-performance tracking studio")
-    p.add_argument("--package", help="performer package folder (or 'demo')")
+    p.add_argument("--package", default=str(SAMPLE_PACKAGE) if SAMPLE_PACKAGE.is_dir() else None,
+                   help="performer package folder (default: the sample package; 'demo': a model-free stand-in)")
     p.add_argument("--source", default="camera:0", help="camera:N | video file | synthetic")
     p.add_argument("--synthetic-clip", default=None, help=argparse.SUPPRESS)
     p.add_argument("--stream", action="store_true", help="stream VMC from the start")
@@ -47,7 +58,7 @@ def main(argv=None) -> int:
         except Exception as e:  # show the window anyway; the package picker can fix it
             error = f"cannot open {args.package}: {e}"
     window = MainWindow(tracker=tracker, source=args.source, record_dir=args.record, package_label=label,
-                        synthetic_clip=args.synthetic_clip or SYNTHETIC_CLIP)
+                        synthetic_clip=args.synthetic_clip or synthetic_clip(args.package))
     if error:
         window.say(error)
     window.controls.host_edit.setText(args.host)
