@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
 from pathlib import Path
 
@@ -25,14 +26,22 @@ def _enroll(args) -> None:
 
 
 def _demo(args) -> None:
-    """The embedded default: a synthetic performer clip, then its enrollment (no camera, GPU or download)."""
-    from engine import enroll, synth
+    """The embedded default: the sample performer package (built by `facetrack build` from the synthetic
+    performer) tracks its synthetic wild clip. Headless: writes DIR/report.json and DIR/overlay.mp4; with a
+    display (and without --headless): opens the studio on that clip."""
+    import os
 
-    out = Path(args.out)
-    synth.write_clip(out / "synth", frames=args.frames, domain="lab", seed=args.seed)
-    report = enroll.enroll([out / "synth" / "video.mp4"], out / "enroll")
-    print(f"demo: enrolled {report['frames_kept']}/{report['frames_total']} synthetic frames; "
-          f"report in {out / 'enroll' / 'report.json'}")
+    from app.studio import SAMPLE_PACKAGE
+
+    if not (SAMPLE_PACKAGE / "manifest.json").is_file():
+        raise UserError(f"{SAMPLE_PACKAGE}: the sample package is missing (rebuild it with scripts/build_sample.sh)")
+    if os.environ.get("DISPLAY") and not args.headless:
+        _studio(argparse.Namespace(studio_args=["--package", str(SAMPLE_PACKAGE), "--source", "synthetic"]))
+    from export import demo
+
+    report = demo.run(SAMPLE_PACKAGE, args.out, max_frames=args.max_frames)
+    print(f"demo: tracked {report['frames_found']}/{report['frames']} frames of the synthetic clip "
+          f"({report['backend']}); {args.out}/report.json, {args.out}/overlay.mp4")
 
 
 def _studio(args) -> None:
@@ -41,7 +50,13 @@ def _studio(args) -> None:
     raise SystemExit(studio.main(args.studio_args))
 
 
-def parser() -> argparse.ArgumentParser:
+COMMANDS = {"train-dam": "engine.train_dam", "train-i2z": "engine.train_i2z", "adapt": "engine.adapt",
+            "export": "export.onnx_export", "build": "export.build", "track": "export.track",
+            "bench": "export.bench", "eval": "engine.evaluate", "bench-teacher": "engine.bench"}
+BUILT_IN = ("synth", "enroll", "demo", "studio")
+
+
+def parser(command: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="facetrack", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -64,21 +79,16 @@ def parser() -> argparse.ArgumentParser:
     e.add_argument("--stop", type=float, default=1.0, help="last fraction of each video to use (0..1)")
     e.set_defaults(run=_enroll)
 
-    d = sub.add_parser("demo", help="the embedded default job: synth + enroll on the synthetic performer")
+    d = sub.add_parser("demo", help="the embedded default: the sample package tracks a synthetic clip")
     d.add_argument("--out", required=True, type=Path)
-    d.add_argument("--frames", type=int, default=90)
-    d.add_argument("--seed", type=int, default=0)
+    d.add_argument("--max-frames", type=int, default=None)
+    d.add_argument("--headless", action="store_true", help="write the report and overlay even with a display")
     d.set_defaults(run=_demo)
 
-    from engine import adapt, bench, evaluate, train_dam, train_i2z
-    from export import onnx_export
-
-    train_dam.add_parser(sub)
-    train_i2z.add_parser(sub)
-    adapt.add_parser(sub)
-    onnx_export.add_parser(sub)
-    evaluate.add_parser(sub)
-    bench.add_parser(sub)
+    # Only the asked-for command's module is imported, so `track`, `bench` and `demo` never load torch.
+    for name, module in COMMANDS.items():
+        if command in (None, name) or command not in (*COMMANDS, *BUILT_IN):
+            importlib.import_module(module).add_parser(sub)
 
     st = sub.add_parser("studio", help="the live desktop app (PySide6): track, view, record, stream",
                         add_help=False)
@@ -88,7 +98,8 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = parser(argv[0] if argv else None).parse_args(argv)
     try:
         args.run(args)
     except UserError as err:

@@ -90,3 +90,12 @@ def open_package(path: str | Path) -> Package:
         if sha256(f) != digest:
             raise UserError(f"{f}: hash mismatch (file changed or truncated since export)")
     return Package(path, manifest)
+
+
+def add_files(folder: str | Path, names: list[str]) -> dict:
+    """List extra files (e.g. a demo clip) in an existing manifest, with their hashes."""
+    folder = Path(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["files"].update({name: sha256(folder / name) for name in names})
+    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    return manifest

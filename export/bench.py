@@ -1,0 +1,188 @@
+"""`facetrack bench PACKAGE --json OUT`: per-stage milliseconds of the live path, per ONNX Runtime backend, with
+MediaPipe FaceMesh (tracking mode) timed in the same run on the same decoded frames as the peer.
+
+Stages: decode (video → RGB), detect (BlazeFace, per call), detect_amortised (detect time spread over all frames:
+the tracker only detects at start and after loss), crop, tracker (tracker.onnx: E_I + D's geometry + teacher),
+texture (texture.onnx), render (the offscreen textured mesh over the frame, at the frame size). The geometry path
+is detect_amortised + crop + tracker, the work MediaPipe's own tracking loop does. Medians over the frames.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from engine import pose, video
+from engine.errors import UserError
+
+DEFAULT_FRAMES = 100
+
+
+def _ms(samples) -> float | None:
+    return round(float(np.median(samples)), 3) if len(samples) else None
+
+
+def _decode(source: Path, frames: int) -> tuple[list[np.ndarray], list[float]]:
+    images, times, it = [], [], video.frames(source)
+    while len(images) < frames:
+        t0 = time.perf_counter()
+        frame = next(it, None)
+        if frame is None:
+            break
+        times.append(1000 * (time.perf_counter() - t0))
+        images.append(frame)
+    return images, times
+
+
+def bench_backend(package, backend: str, frames: list[np.ndarray], threads: int | None = None):
+    """Stage ms for one backend over the frames; also returns the results (for the texture and render stages)."""
+    from export.runtime import open_tracker
+
+    tracker = open_tracker(package, backend, threads)
+    tracker(frames[0])                      # warm-up: first-run allocations (and TensorRT engine builds)
+    tracker.reset()
+    stages = {k: [] for k in ("detect", "crop", "tracker", "geometry", "texture")}
+    detect_total, results = 0.0, []
+    for frame in frames:
+        t0 = time.perf_counter()
+        result = tracker(frame)
+        stages["geometry"].append(1000 * (time.perf_counter() - t0))
+        results.append(result)
+        if result is None:
+            continue
+        detect_total += result.stages_ms.get("detect", 0.0)
+        stages["crop"].append(result.stages_ms["crop"])
+        stages["tracker"].append(result.stages_ms["tracker"])
+    for frame in frames[:: max(1, len(frames) // 30)]:     # the detector per call, on every kind of frame
+        t0 = time.perf_counter()
+        tracker.detect(frame)
+        stages["detect"].append(1000 * (time.perf_counter() - t0))
+    for r in [r for r in results if r is not None][:30]:
+        t0 = time.perf_counter()
+        tracker.texture(r.z, r.H)
+        stages["texture"].append(1000 * (time.perf_counter() - t0))
+    out = {k: _ms(v) for k, v in stages.items()}
+    out["detect_amortised"] = round(detect_total / len(frames), 3)
+    out["geometry_path"] = round(out["detect_amortised"] + (out["crop"] or 0) + (out["tracker"] or 0), 3)
+    out["frames_found"] = sum(r is not None for r in results)
+    out["name"], out["fallback"] = tracker.backend, tracker.fallback
+    return out, results, tracker
+
+
+def bench_render(tracker, frames: list[np.ndarray], results: list) -> float | None:
+    """The engine.render offscreen textured mesh drawn over the frame, at the frame size, read back."""
+    from engine.render import FLAT, OffscreenRenderer
+
+    pairs = [(f, r) for f, r in zip(frames, results) if r is not None][:30]
+    if not pairs:
+        return None
+    h, w = frames[0].shape[:2]
+    triangles, uv, holes = tracker.topology
+    times = []
+    with OffscreenRenderer(w, h) as renderer:
+        renderer.set_mesh(np.concatenate([triangles, holes]), uv)
+        renderer.set_texture(tracker.texture(pairs[0][1].z, pairs[0][1].H))
+        for frame, r in pairs:
+            vertices = pose.transform(r.G.astype(np.float64), r.H)
+            vertices[:, :2] += 0.5          # OpenCV pixel centres → GL pixel centres (engine.render)
+            t0 = time.perf_counter()
+            renderer.render(vertices.astype(np.float32), FLAT, frame)
+            times.append(1000 * (time.perf_counter() - t0))
+    return _ms(times)
+
+
+def mediapipe_ms(frames: list[np.ndarray]) -> float | None:
+    """MediaPipe FaceMesh in tracking mode on the same frames (None when mediapipe is not installed)."""
+    try:
+        import mediapipe as mp
+    except ImportError:
+        return None
+    times = []
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=False, max_num_faces=1) as fm:
+        fm.process(frames[0])               # warm-up, then reset tracking with a fresh graph state
+    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=False, max_num_faces=1) as fm:
+        for frame in frames:
+            t0 = time.perf_counter()
+            fm.process(frame)
+            times.append(1000 * (time.perf_counter() - t0))
+    return _ms(times)
+
+
+def available_backends() -> list[str]:
+    import onnxruntime as ort
+
+    from export.runtime import _PROVIDERS
+
+    have = ort.get_available_providers()
+    return [b for b in ("tensorrt", "cuda", "cpu") if _PROVIDERS[b] in have]
+
+
+def bench(package: str | Path, source: str | Path | None = None, frames: int = DEFAULT_FRAMES,
+          threads: int | None = None) -> dict:
+    from export.package import open_package
+
+    if frames < 2:
+        raise UserError(f"--frames must be ≥ 2 (got {frames})")
+    pkg = open_package(package)
+    with tempfile.TemporaryDirectory() as tmp:
+        if source is None:                  # the embedded default: a wild synthetic clip, rendered now
+            from engine import synth
+
+            source = synth.write_clip(Path(tmp), frames=frames, domain="wild", seed=1, size=(640, 480)) / "video.mp4"
+            label = f"synthetic wild clip, 640x480, {frames} frames (seed 1)"
+        else:
+            label = str(source)
+        images, decode = _decode(Path(source), frames)
+    if len(images) < 2:
+        raise UserError(f"{source}: needs at least 2 frames to bench (got {len(images)})")
+    per_backend, main = {}, None
+    for backend in available_backends():
+        stages, results, tracker = bench_backend(pkg, backend, images, threads)
+        per_backend[backend] = stages
+        if main is None:                    # the first available backend is what `auto` picks
+            main = backend
+            render = bench_render(tracker, images, results)
+    mp_ms = mediapipe_ms(images)
+    best = per_backend[main]
+    stages = {"decode": _ms(decode), **{k: best[k] for k in ("detect", "detect_amortised", "crop", "tracker",
+                                                               "texture")}, "render": render}
+    geometry = best["geometry_path"]
+    import onnxruntime as ort
+
+    return {
+        "package": str(pkg.path), "source": label, "frames": len(images), "frame_size": list(images[0].shape[1::-1]),
+        "frames_found": best["frames_found"],
+        "backend": best["name"], "fallback": best["fallback"],
+        "stages": stages,
+        "geometry_path_ms": geometry, "fps": round(1000 / geometry, 1) if geometry else None,
+        "geometry_whole_call_ms": best["geometry"],
+        "backends": per_backend,
+        "mediapipe_ms": mp_ms, "ratio": round(geometry / mp_ms, 3) if mp_ms and geometry else None,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
+                    "load_average": [round(x, 2) for x in os.getloadavg()], "ort_threads": threads or "default",
+                    "onnxruntime": ort.__version__, "python": platform.python_version()},
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+    }
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="per-stage ms of the live path per backend, vs MediaPipe in the same run")
+    p.add_argument("package", metavar="PACKAGE", type=Path)
+    p.add_argument("--json", required=True, type=Path)
+    p.add_argument("--source", type=Path, help="video file or folder of frames (default: a synthetic wild clip)")
+    p.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: ORT's choice)")
+    p.set_defaults(run=_run)
+
+
+def _run(args) -> None:
+    r = bench(args.package, args.source, args.frames, args.threads)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(r, indent=2))
+    print(json.dumps(r["stages"]), f"geometry {r['geometry_path_ms']} ms ({r['fps']} fps) on {r['backend']}, "
+          f"mediapipe {r['mediapipe_ms']} ms, ratio {r['ratio']}")
