@@ -99,6 +99,8 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["studio"]:   # the studio parses its own options (argparse's REMAINDER drops leading ones)
+        return _studio(argparse.Namespace(studio_args=argv[1:]))
     args = parser(argv[0] if argv else None).parse_args(argv)
     try:
         args.run(args)
