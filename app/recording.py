@@ -255,3 +255,36 @@ def export_obj_sequence(session: Session, folder: str | Path, triangles: np.ndar
         path.write_text(f"# frame {i}, t = {session.t[i]:.6f} s\n{verts}{vt}{faces}")
         written.append(path)
     return written
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export-session", help="a recorded session as a Live Link Face CSV and/or an OBJ sequence")
+    p.add_argument("session", metavar="SESSION", type=Path)
+    p.add_argument("--csv", type=Path, help="write a Live Link Face-style CSV here")
+    p.add_argument("--obj", type=Path, help="write one OBJ per frame into this folder")
+    p.add_argument("--package", type=Path, help="performer package whose topology the OBJs use (default: sample)")
+    p.set_defaults(run=_export_cli)
+
+
+def _export_cli(args) -> None:
+    from engine.errors import UserError
+
+    if not (args.csv or args.obj):
+        raise UserError("nothing to do: give --csv FILE and/or --obj DIR")
+    try:
+        session = load_session(args.session)
+    except (OSError, ValueError, KeyError) as err:
+        raise UserError(f"{args.session}: not a readable session ({err})") from None
+    if args.csv:
+        export_csv(session, args.csv)
+        print(f"{args.csv}: {len(session)} frames")
+    if args.obj:
+        from app.studio import SAMPLE_PACKAGE
+        from export.package import open_package
+
+        triangles, uv, _ = open_package(args.package or SAMPLE_PACKAGE).topology()
+        try:
+            written = export_obj_sequence(session, args.obj, triangles, uv)
+        except ValueError as err:
+            raise UserError(f"{args.session}: {err}") from None
+        print(f"{args.obj}: {len(written)} OBJ files")

@@ -52,7 +52,8 @@ def _studio(args) -> None:
 
 COMMANDS = {"train-dam": "engine.train_dam", "train-i2z": "engine.train_i2z", "adapt": "engine.adapt",
             "export": "export.onnx_export", "build": "export.build", "track": "export.track",
-            "bench": "export.bench", "eval": "engine.evaluate", "bench-teacher": "engine.bench"}
+            "bench": "export.bench", "eval": "engine.evaluate", "bench-teacher": "engine.bench",
+            "export-session": "app.recording"}
 BUILT_IN = ("synth", "enroll", "demo", "studio")
 
 
