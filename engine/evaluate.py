@@ -212,7 +212,7 @@ def _torch_threads(n: int | None):
 
 
 def evaluate(model, video_path, gt=None, baseline=None, smooth: bool = False, max_frames: int | None = None,
-             reference=None, threads: int | None = None) -> dict:
+             reference=None, threads: int | None = None, start: float = 0.0, stop: float = 1.0) -> dict:
     """Score MODEL (a path/name for `tracker_for`, or a Tracker) on a video; `baseline`: a name or a Tracker.
 
     Returns the OUT dict: our scores at the top level, `baseline` (same keys, or None), run metadata.
@@ -220,13 +220,13 @@ def evaluate(model, video_path, gt=None, baseline=None, smooth: bool = False, ma
     during the run (None: leave as is).
     """
     with _torch_threads(threads):
-        out = _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference)
+        out = _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference, start, stop)
         torch = sys.modules.get("torch")      # only there if a torch tracker ran
         out["torch_threads"] = torch.get_num_threads() if torch else None
     return out
 
 
-def _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference) -> dict:
+def _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference, start=0.0, stop=1.0) -> dict:
     info = video.probe(video_path)                # missing/corrupt video → UserError before any model loads
     truth = _load_gt(gt) if gt is not None else None
     if max_frames is not None and max_frames < 3:
@@ -241,7 +241,9 @@ def _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference) ->
         reference = DlibReference()
 
     dlib = []
-    for i, frame in enumerate(video.frames(info.path)):
+    if not 0.0 <= start < stop <= 1.0:
+        raise UserError(f"need 0 ≤ --start < --stop ≤ 1 (got {start}, {stop})")
+    for i, frame in enumerate(video.frames(info.path, start, stop)):
         if max_frames is not None and i >= max_frames:
             break
         ours.step(frame)
@@ -256,6 +258,7 @@ def _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference) ->
     rate = info.fps or 25.0
     out = {
         "video": str(info.path),
+        "span": [start, stop],
         **score(ours, dlib, truth, smooth, rate),
         "smooth": smooth,
         "smoothing": dict(SMOOTHING, rate_hz=rate) if smooth else None,
@@ -383,13 +386,16 @@ def _fmt(r: dict) -> str:
         return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
     return (f"{r['model']}: stability {f(r['stability'], '.3f')} (unguarded {f(r['stability_unguarded'], '.3f')}, "
             f"excluded {f(r['stability_excluded'], '.1%')}), NME {f(r['nme'], '.2f')}% "
-            f"({f(r['reprojection_px'], '.2f')} px), {r['frames_lost']}/{r['frames']} lost, "
-            f"{r['ms_per_frame']:.1f} ms/frame")
+            f"({f(r['reprojection_px'], '.2f')} px), image stability {f(r['stability_image'], '.3f')}, "
+            f"{r['frames_lost']}/{r['frames']} lost, {r['ms_per_frame']:.1f} ms/frame"
+            + (f"\n  warning: the guard left out {r['stability_excluded']:.0%} of the terms: this mesh barely moves, "
+               "so `stability` reads near 1 for a frozen face; compare `stability_unguarded` / `stability_image`"
+               if (r['stability_excluded'] or 0) > 0.5 else ""))
 
 
 def _run(args) -> None:
     result = evaluate(args.model, args.video, gt=args.gt, baseline=args.baseline, smooth=args.smooth,
-                      max_frames=args.max_frames, threads=args.threads)
+                      max_frames=args.max_frames, threads=args.threads, start=args.start, stop=args.stop)
     out, png = write(result, args.json)
     print(_fmt(result))
     if result["baseline"]:
@@ -407,6 +413,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--baseline", choices=BASELINES, help="also score this tracker on the same frames")
     p.add_argument("--smooth", action="store_true", help="One Euro filter on both trackers (off for research)")
     p.add_argument("--max-frames", type=int, default=None)
+    p.add_argument("--start", type=float, default=0.0, help="first fraction of the video to score (0..1)")
+    p.add_argument("--stop", type=float, default=1.0, help="last fraction of the video to score (0..1)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; 1 is fastest "
                                                              "on a busy CPU)")
     p.set_defaults(run=_run)

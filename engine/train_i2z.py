@@ -397,12 +397,20 @@ def plot(history: dict, data: dict, held: np.ndarray, ev: dict, path: Path, repo
 
 # --------------------------------------------------------------------------------------------------- CLI
 def _run(args) -> None:
-    report = train_i2z(args.run_dir, profile=args.profile, steps=args.steps, streams=args.streams,
+    run = args.run_dir
+    if args.out is not None:          # a new run folder sharing RUN's enrollment and DAM (ablations, seeds)
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name in ("enrollment", "dam"):
+            link = args.out / name
+            if not link.exists():
+                link.symlink_to((run / name).resolve(), target_is_directory=True)
+        run = args.out
+    report = train_i2z(run, profile=args.profile, steps=args.steps, streams=args.streams,
                        multi_level=not args.single_level, seed=args.seed)
     h = report["held_out"]
     print(f"I2ZNet ({report['streams']}, {report['steps']} steps, {report['seconds']:.0f} s): held-out landmarks "
           f"{h['landmark_px']:.2f} px, rotation {h['rotation_deg']:.2f}°, z RMSE {h['z_rmse']:.3f}"
-          f" → {args.run_dir / 'i2z'}")
+          f" → {run / 'i2z'}")
 
 
 def add_parser(subparsers) -> None:
@@ -413,4 +421,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("--streams", choices=i2znet.STREAMS, default="both")
     p.add_argument("--single-level", action="store_true", help="deepest level (6²) only")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=None, help="write a new run folder RUN2 (enrollment/ and dam/ "
+                                                           "linked to RUN's) instead of RUN/i2z")
     p.set_defaults(run=_run)
