@@ -30,7 +30,10 @@ from engine.enroll import track_frames
 from engine.errors import UserError
 
 LOSSES = ("cftc", "motc", "flrc")
-PROFILES = {"tiny": {"steps": 150, "batch": 4, "lr": 3e-4}, "full": {"steps": 3000, "batch": 16, "lr": 1e-4}}
+# C has 12 parameters and starts at the identity: it gets its own, larger step (`colour_lr`) so that it, not z and H,
+# soaks up the new environment's colour cast early in L_MOTC (at E_I's lr it moves ≤ lr per step: 0.05 in 150 steps).
+PROFILES = {"tiny": {"steps": 150, "batch": 4, "lr": 3e-4, "colour_lr": 1e-2},
+            "full": {"steps": 3000, "batch": 16, "lr": 1e-4, "colour_lr": 3e-3}}
 TRAINABLE = ("heads", "pixel")
 
 
@@ -57,9 +60,9 @@ class Adapter(torch.nn.Module):
     """E_I (partly trainable), D (frozen) and C (trainable) with the three adaptation losses."""
 
     def __init__(self, e_i: i2znet.I2ZNet, dam: dam_module.DAM, colour: dam_module.ColourCorrection,
-                 active: tuple[str, ...]):
+                 active: tuple[str, ...], threshold: float = losses.W_THRESHOLD):
         super().__init__()
-        self.e_i, self.dam, self.colour, self.active = e_i, dam, colour, active
+        self.e_i, self.dam, self.colour, self.active, self.threshold = e_i, dam, colour, active, threshold
         for p in dam.parameters():
             p.requires_grad_(False)
         self.size = int(dam.config["texture_size"])
@@ -74,10 +77,10 @@ class Adapter(torch.nn.Module):
         out = {"z": z[b:], "H": H[b:], "T_obs": T_obs[b:], "W": W[b:]}
         terms = {}
         if "cftc" in self.active:
-            terms["cftc"] = losses.L_CFTC(T_obs[b:], W[b:], T_obs[:b], W[:b])
+            terms["cftc"] = losses.L_CFTC(T_obs[b:], W[b:], T_obs[:b], W[:b], self.threshold)
         if "motc" in self.active:
             out["T_corrected"] = self.colour(self.dam.decode_texture(z[b:], pose.view_vector(H[b:])))
-            terms["motc"] = losses.L_MOTC(T_obs[b:], W[b:], out["T_corrected"])
+            terms["motc"] = losses.L_MOTC(T_obs[b:], W[b:], out["T_corrected"], self.threshold)
         if "flrc" in self.active:
             terms["flrc"] = losses.L_FLRC(H[b:], G[b:], K)
         weights = {"cftc": losses.LAMBDA_CFTC, "motc": losses.LAMBDA_MOTC, "flrc": losses.LAMBDA_FLRC}
@@ -88,25 +91,27 @@ class Adapter(torch.nn.Module):
 
 def adapt(run: str | Path, video_path: str | Path, out: str | Path, active=LOSSES, steps: int | None = None,
           profile: str = "tiny", train: tuple[str, ...] = ("heads",), start: float = 0.0, stop: float = 1.0,
-          max_frames: int | None = None, seed: int = 0) -> dict:
+          max_frames: int | None = None, seed: int = 0, lr: float | None = None,
+          threshold: float = losses.W_THRESHOLD) -> dict:
     run, out = Path(run), Path(out)
     unknown = set(active) - set(LOSSES) or set(train) - set(TRAINABLE)
     if unknown or not active:
         raise UserError(f"unknown or empty choice {sorted(unknown) or '[]'}: losses from {LOSSES}, train from {TRAINABLE}")
-    cfg = dict(PROFILES[profile], **({"steps": steps} if steps else {}))
+    cfg = dict(PROFILES[profile], **({"steps": steps} if steps else {}), **({"lr": lr} if lr else {}))
     dam, e_i = dam_module.load(run / "dam"), i2znet.load(run / "i2z")
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     data = prepare(video_path, start, stop, max_frames)
-    model = Adapter(e_i, dam, dam_module.ColourCorrection(), tuple(active))
+    model = Adapter(e_i, dam, dam_module.ColourCorrection(), tuple(active), threshold)
     e_i.requires_grad_(False)
-    params = list(model.colour.parameters())
+    params = []
     for group in train:
         group_params = e_i.heads_parameters() if group == "heads" else e_i.pixel_stream_parameters()
         for p in group_params:
             p.requires_grad_(True)
         params += group_params
-    optimiser = torch.optim.Adam(params, lr=cfg["lr"])
+    optimiser = torch.optim.Adam([{"params": params},
+                                  {"params": list(model.colour.parameters()), "lr": cfg["colour_lr"]}], lr=cfg["lr"])
     crops, K, pairs = (torch.from_numpy(data[k]) for k in ("crops", "K", "pairs"))
     probe_pair = pairs[len(pairs) // 2: len(pairs) // 2 + 1]
     before = _snapshot(model, crops, K, probe_pair)
@@ -119,8 +124,8 @@ def adapt(run: str | Path, video_path: str | Path, out: str | Path, active=LOSSE
         result["total"].backward()
         optimiser.step()
         for k, v in result["terms"].items():
-            history[k].append(float(v))
-        history["total"].append(float(result["total"]))
+            history[k].append(float(v.detach()))
+        history["total"].append(float(result["total"].detach()))
     e_i.eval()
     seconds = time.perf_counter() - t0
     after = _snapshot(model, crops, K, probe_pair)
@@ -128,7 +133,8 @@ def adapt(run: str | Path, video_path: str | Path, out: str | Path, active=LOSSE
     report = {
         "video": str(video_path), "span": [start, stop], "frames_tracked": len(data["index"]),
         "pairs": len(data["pairs"]), "losses": list(active), "trained": list(train), "profile": profile,
-        "steps": cfg["steps"], "seconds": seconds,
+        "steps": cfg["steps"], "batch": cfg["batch"], "lr": cfg["lr"], "colour_lr": cfg["colour_lr"],
+        "threshold": threshold, "seconds": seconds,
         "first": {k: float(np.mean(v[:10])) for k, v in history.items()},
         "last": {k: float(np.mean(v[-10:])) for k, v in history.items()},
         "colour_matrix": model.colour.matrix.detach().tolist(), "colour_bias": model.colour.conv.bias.detach().tolist(),
@@ -199,6 +205,9 @@ def add_parser(sub) -> None:
     p.add_argument("--losses", default=",".join(LOSSES), help="comma list of cftc,motc,flrc")
     p.add_argument("--train", default="heads", help="comma list of heads,pixel (teacher stream stays frozen)")
     p.add_argument("--steps", type=int)
+    p.add_argument("--lr", type=float, help="Adam learning rate (default: the profile's)")
+    p.add_argument("--threshold", type=float, default=losses.W_THRESHOLD,
+                   help="W below this counts as unseen in L_CFTC / L_MOTC (default %(default).2f)")
     p.add_argument("--profile", choices=tuple(PROFILES), default="tiny")
     p.add_argument("--start", type=float, default=0.0)
     p.add_argument("--stop", type=float, default=1.0)
@@ -208,5 +217,6 @@ def add_parser(sub) -> None:
 
 def _run(args) -> None:
     report = adapt(args.run_dir, args.video, args.out, tuple(filter(None, args.losses.split(","))), args.steps,
-                   args.profile, tuple(filter(None, args.train.split(","))), args.start, args.stop, args.max_frames)
+                   args.profile, tuple(filter(None, args.train.split(","))), args.start, args.stop, args.max_frames,
+                   lr=args.lr, threshold=args.threshold)
     print(json.dumps({"first": report["first"], "last": report["last"], "seconds": round(report["seconds"], 1)}))
