@@ -17,7 +17,8 @@ from tqdm import tqdm
 
 from engine import canonical, pose, unwrap, video
 from engine.errors import UserError
-from engine.teacher import Teacher, crop_from_detection, crop_from_landmarks
+from engine.detection import crop_from_detection, crop_from_landmarks
+from engine.teacher import Teacher
 from engine.topology import topology
 
 CROP_SIZE = 256          # I2ZNet's input size; the teacher sees the same crop resized to 192²

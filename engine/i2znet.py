@@ -311,7 +311,7 @@ class I2ZTracker:
         return out, G[0].cpu().numpy().astype(np.float64), crop.to_frame(points, CROP_SIZE)
 
     def __call__(self, frame_rgb: np.ndarray):
-        from engine.teacher import crop_from_detection, crop_from_landmarks
+        from engine.detection import crop_from_detection, crop_from_landmarks
 
         found = self._run(frame_rgb, crop_from_landmarks(self.previous)) if self.previous is not None else None
         crop = None if found is None else crop_from_landmarks(self.previous)

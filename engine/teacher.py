@@ -18,8 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from engine.detection import (DETECTOR_SIZE, Crop, Detection, crop_from_detection, crop_from_landmarks,  # noqa: F401
-                              detections, detector_input, letterbox, ssd_anchors, weighted_nms)
+from engine.detection import Crop, Detection, detections, detector_input, letterbox, ssd_anchors
 from engine.errors import UserError
 from engine.tflite_torch import TFLiteModule
 

@@ -83,7 +83,7 @@ def test_unsupported_op_is_named():
 
 
 def test_crop_maps_are_inverse_and_match_warp():
-    crop = T.Crop(cx=130.3, cy=90.7, size=101.0)
+    crop = detection.Crop(cx=130.3, cy=90.7, size=101.0)
     pts = np.array([[100.0, 80.0], [150.5, 120.25]])
     assert np.allclose(crop.to_frame(crop.to_crop(pts, 192), 192), pts)
     assert np.allclose(crop.to_crop([[130.3, 90.7]], 192), [[96, 96]])
@@ -97,14 +97,14 @@ def test_crop_maps_are_inverse_and_match_warp():
 
 def test_crop_rules():
     pts = np.array([[10.0, 20.0], [50.0, 100.0], [30.0, 60.0]])
-    c = T.crop_from_landmarks(pts)
+    c = detection.crop_from_landmarks(pts)
     assert (c.cx, c.cy, c.size) == (30.0, 60.0, 120.0)
-    det = T.Detection(np.array([0.0, 0.0, 40.0, 20.0]), np.zeros((6, 2)), 0.9)
-    assert T.crop_from_detection(det) == T.Crop(20.0, 10.0, 60.0)
+    det = detection.Detection(np.array([0.0, 0.0, 40.0, 20.0]), np.zeros((6, 2)), 0.9)
+    assert detection.crop_from_detection(det) == detection.Crop(20.0, 10.0, 60.0)
 
 
 def test_anchors():
-    a = T.ssd_anchors()
+    a = detection.ssd_anchors()
     assert a.shape == (896, 2)
     assert np.allclose(a[0], a[1]) and np.allclose(a[0], [1 / 32, 1 / 32])
     assert np.allclose(a[512], [1 / 16, 1 / 16]) and np.allclose(a[-1], [15 / 16, 15 / 16])
@@ -114,7 +114,7 @@ def test_weighted_nms_averages_overlaps():
     boxes = np.array([[0, 0, 10, 10], [1, 0, 11, 10], [50, 50, 60, 60]], float)
     kps = np.stack([np.full((6, 2), v) for v in (0.0, 3.0, 9.0)])
     scores = np.array([0.9, 0.6, 0.7])
-    out = T.weighted_nms(boxes, kps, scores, 0.3)
+    out = detection.weighted_nms(boxes, kps, scores, 0.3)
     assert len(out) == 2 and out[0][2] == 0.9 and out[1][2] == 0.7
     assert np.allclose(out[0][0], [0.4, 0, 10.4, 10]) and np.allclose(out[0][1], 1.2)
 
@@ -163,9 +163,9 @@ def test_landmarks_match_mediapipe(teacher, frames):
     diffs, flags = [], []
     for img in frames:
         det = teacher.detect(img)[0]
-        crop = T.crop_from_detection(det)
+        crop = detection.crop_from_detection(det)
         lm_frame, _ = teacher.frame_landmarks(img, crop)
-        for c in (crop, T.crop_from_landmarks(lm_frame)):  # both crop rules the tracker uses
+        for c in (crop, detection.crop_from_landmarks(lm_frame)):  # both crop rules the tracker uses
             patch = c.apply(img, T.LANDMARK_SIZE)
             ours, pres = teacher.landmarks(patch)
             ref, flag = ref_run(patch)
@@ -181,7 +181,7 @@ def test_landmarks_match_mediapipe(teacher, frames):
 
 def test_landmarks_scale_with_crop_size(teacher, frames):
     img = frames[-1]
-    crop = T.crop_from_detection(teacher.detect(img)[0])
+    crop = detection.crop_from_detection(teacher.detect(img)[0])
     a, _ = teacher.landmarks(crop.apply(img, 192))
     b, _ = teacher.landmarks(crop.apply(img, 384))  # resized back to 192 inside
     assert np.abs(b[:, :2] / 2 - a[:, :2]).mean() < 1.0
