@@ -66,7 +66,8 @@ class FaceTracker:
 def track_frames(infos: list[video.VideoInfo], timing: dict, max_frames: int | None = None, start: float = 0.0,
                  stop: float = 1.0, label: str = "track"):
     """Teacher tracking over the videos: yields (video index, frame index, found) per decoded frame, where found is
-    FaceTracker's (crop, crop image, landmarks) or None. Adds decode/teacher seconds to `timing`."""
+    FaceTracker's (crop, crop image, landmarks) or None. Adds decode/teacher seconds to `timing`, and the number of
+    detector runs and of frames where it saw several faces (the largest one is tracked)."""
     teacher = Teacher()
     for vi, info in enumerate(infos):
         tracker = FaceTracker(teacher)
@@ -84,6 +85,8 @@ def track_frames(infos: list[video.VideoInfo], timing: dict, max_frames: int | N
             timing["decode"] = timing.get("decode", 0.0) + t1 - t0
             timing["teacher"] = timing.get("teacher", 0.0) + time.perf_counter() - t1
             yield vi, first + k, found
+        timing["detections"] = timing.get("detections", 0) + tracker.detections
+        timing["several_faces"] = timing.get("several_faces", 0) + tracker.several_faces
 
 
 def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, max_frames: int | None = None,
@@ -150,7 +153,9 @@ def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, m
         "frames_kept": kept,
         "frames_no_face": total - kept,
         "ms_per_frame": 1000 * elapsed / total,
-        "ms_per_stage": {k: 1000 * v / total for k, v in timing.items()},
+        "ms_per_stage": {k: 1000 * timing[k] / total for k in ("decode", "teacher", "unwrap")},
+        "detections": timing["detections"],
+        "frames_several_faces": timing["several_faces"],
         "seconds": elapsed,
         "texture_size": texture_size,
         "crop_size": CROP_SIZE,

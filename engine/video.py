@@ -84,7 +84,9 @@ class VideoWriter:
             h, w = frame.shape[:2]
             self._gen = self._imageio_ffmpeg.write_frames(
                 str(self.path), (w, h), fps=self._fps, codec="libx264", quality=None, macro_block_size=1,
-                output_params=["-crf", str(self._crf), "-preset", "fast"], pix_fmt_out="yuv420p")
+                # yuv420p needs even sizes: pad an odd frame by one black row/column rather than rescale it
+                output_params=["-crf", str(self._crf), "-preset", "fast", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"],
+                pix_fmt_out="yuv420p")
             self._gen.send(None)
         self._gen.send(np.ascontiguousarray(frame, dtype=np.uint8))
 

@@ -59,3 +59,23 @@ def test_enrollment_on_real_footage(shared_data, tmp_path):
     # The crop rule frames the face the same way every frame: landmarks fill ~2/3 of the 256² crop.
     extent = lm[..., :2].max(1) - lm[..., :2].min(1)
     assert np.all((extent.max(1) > 140) & (extent.max(1) < 200))
+
+
+def test_enrollment_with_several_faces_tracks_the_largest_and_counts(shared_data, tmp_path):
+    import cv2
+
+    photo = cv2.imread(str(shared_data / "images" / "faces" / "face_recognition" / "two_people.jpg"))
+    clip = tmp_path / "two.mp4"
+    with video.VideoWriter(clip, 25) as w:
+        for _ in range(3):
+            w.write(cv2.cvtColor(photo, cv2.COLOR_BGR2RGB))
+    report = enroll.enroll([clip], tmp_path / "run", texture_size=64)
+    assert report["frames_kept"] == 3 and report["frames_several_faces"] >= 1
+
+
+def test_video_writer_accepts_odd_frame_sizes(tmp_path):
+    with video.VideoWriter(tmp_path / "odd.mp4", 25) as w:
+        for i in range(3):
+            w.write(np.full((17, 33, 3), 40 * i, np.uint8))
+    frames = list(video.frames(tmp_path / "odd.mp4"))
+    assert len(frames) == 3 and frames[0].shape == (18, 34, 3)     # padded by one row and column, not rescaled
