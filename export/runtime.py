@@ -4,9 +4,9 @@ Backends, chosen automatically (override with `backend=`):
   tensorrt     ONNX Runtime's TensorRT provider, fp16, engines cached in PACKAGE/trt/<sm>-trt<version>/
   cuda         ONNX Runtime's CUDA provider
   cpu          ONNX Runtime's CPU provider
+  torch        development only: the package's source run in torch (engine.torch_backend, imported on request)
 The backend reports what actually runs (`session.get_providers()`), and `fallback` holds one line saying what was
-wanted and why it is not in use. (A torch backend for development lives in engine.evaluate: the app never
-imports torch.)
+wanted and why it is not in use.
 
 Tracking loop (MediaPipe's pattern): detect with BlazeFace at start and after loss; otherwise crop from the
 previous frame's projected vertices; run the tracker graph on the 256² crop; map results back to the frame.
@@ -25,7 +25,7 @@ from engine.errors import UserError
 from export.package import Package, open_package
 
 MIN_PRESENCE = 0.5
-BACKENDS = ("auto", "tensorrt", "cuda", "cpu")
+BACKENDS = ("auto", "tensorrt", "cuda", "cpu", "torch")
 _PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
 
@@ -68,10 +68,14 @@ def _trt_cache(package: Package) -> Path:
 
 def sessions(package: Package, backend: str = "auto", threads: int | None = None):
     """ONNX Runtime sessions for the three graphs + (backend name, fallback line or None)."""
-    import onnxruntime as ort
-
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if backend == "torch":
+        from engine.torch_backend import sessions as torch_sessions
+
+        return torch_sessions(package)
+    import onnxruntime as ort
+
     available = ort.get_available_providers()
     wanted = ["tensorrt", "cuda", "cpu"] if backend == "auto" else [backend]
     order = [b for b in wanted if _PROVIDERS[b] in available] or ["cpu"]

@@ -241,3 +241,18 @@ def test_damaged_package_is_one_error_line_naming_the_file(built, tmp_path, case
     if case != "missing":
         assert "hash mismatch" in lines[0]
     assert not (tmp_path / "s").exists()      # nothing ran: the package is checked first
+
+
+def test_torch_development_backend_matches_onnx_runtime(built):
+    from export.runtime import open_tracker
+
+    frames = list(video.frames(built["wild"]))[:6]
+    ort, dev = open_tracker(built["pkg"], "cpu"), open_tracker(built["pkg"], "torch")
+    assert dev.backend.startswith("torch/") and dev.fallback is None
+    for frame in frames:
+        a, b = ort(frame), dev(frame)
+        assert (a is None) == (b is None)
+        if a is not None:
+            assert np.abs(a.points - b.points).max() < 0.05 and np.abs(a.z - b.z).max() < 1e-3
+    T_ort, T_dev = ort.texture(a.z, a.H), dev.texture(a.z, a.H)
+    assert np.abs(T_ort.astype(int) - T_dev).max() <= 2
