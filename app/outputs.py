@@ -37,21 +37,13 @@ class TextureWorker(Worker):
         return item
 
     def run(self) -> None:
-        failing = False
         while not self.stopping:
             job = self._slot.take(timeout=0.1)
             if job is None:
                 continue
             t0 = self._clock()
             corrected = self.corrected
-            try:
-                tex = self.tracker.texture(*job, corrected=corrected)
-                failing = False
-            except Exception as e:
-                if not failing:
-                    self.say(f"texture decoding failed: {type(e).__name__}: {e}")
-                failing = True
-                tex = None
+            tex = self.attempt("texture decoding failed", self.tracker.texture, *job, corrected=corrected)
             ms = (self._clock() - t0) * 1e3
             self.times.add({"texture": ms})
             if tex is not None:

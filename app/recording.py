@@ -279,8 +279,7 @@ def _export_cli(args) -> None:
         export_csv(session, args.csv)
         print(f"{args.csv}: {len(session)} frames")
     if args.obj:
-        from app.studio import SAMPLE_PACKAGE
-        from export.package import open_package
+        from export.package import SAMPLE_PACKAGE, open_package
 
         triangles, uv, _ = open_package(args.package or SAMPLE_PACKAGE).topology()
         try:

@@ -13,10 +13,10 @@ import sys
 from pathlib import Path
 
 from app.vmc import DEFAULT_HOST, DEFAULT_PORT
+from export.package import SAMPLE_PACKAGE
 
-# The embedded default: a performer package built by `facetrack build` from the synthetic performer, with a
-# synthetic "wild" clip (`synthetic.mp4`) that the `synthetic` source plays.
-SAMPLE_PACKAGE = Path(__file__).resolve().parents[1] / "export" / "sample_package"
+# The `synthetic` source plays the package's `synthetic.mp4` (the sample package ships one); this is the
+# fallback when neither has it.
 SYNTHETIC_CLIP: str | None = None
 
 

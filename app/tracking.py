@@ -55,18 +55,13 @@ class TrackWorker(Worker):
 
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self) -> None:
-        failing = False
         while not self.stopping:
             frame = self.slot.take(timeout=0.1)
             if frame is None:
                 continue
-            try:
-                item = self.process(frame)
-                failing = False
-            except Exception as e:  # a tracker error on one frame is reported once, and tracking goes on
-                if not failing:
-                    self.say(f"tracking error: {type(e).__name__}: {e}")
-                failing = True
+            # a tracker error on one frame is reported once, and tracking goes on
+            item = self.attempt("tracking error", self.process, frame)
+            if item is None:
                 item = Tracked(frame=frame, dropped=self.slot.dropped)
             self.last = item
             self.outbox.append(item)

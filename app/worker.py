@@ -23,6 +23,7 @@ class Worker:
         self.messages: collections.deque[str] = collections.deque(maxlen=50)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._failing: set[str] = set()
 
     def start(self) -> "Worker":
         self._thread = threading.Thread(target=self._main, name=f"studio-{self.name}", daemon=True)
@@ -41,6 +42,19 @@ class Worker:
 
     def say(self, text: str) -> None:
         self.messages.append(text)
+
+    def attempt(self, what: str, fn, *args, **kwargs):
+        """fn(*args, **kwargs), or None when it raises. A failure is said once per run of failures (not on every
+        frame); the stage goes on with the next item."""
+        try:
+            value = fn(*args, **kwargs)
+        except Exception as e:
+            if what not in self._failing:
+                self.say(f"{what}: {type(e).__name__}: {e}")
+            self._failing.add(what)
+            return None
+        self._failing.discard(what)
+        return value
 
     def wait(self, seconds: float) -> bool:
         """Sleep up to `seconds`; True when asked to stop meanwhile."""

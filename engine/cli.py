@@ -31,7 +31,7 @@ def _demo(args) -> None:
     display (and without --headless): opens the studio on that clip."""
     import os
 
-    from app.studio import SAMPLE_PACKAGE
+    from export.package import SAMPLE_PACKAGE
 
     if not (SAMPLE_PACKAGE / "manifest.json").is_file():
         raise UserError(f"{SAMPLE_PACKAGE}: the sample package is missing (rebuild it with scripts/build_sample.sh)")

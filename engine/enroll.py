@@ -63,10 +63,10 @@ class FaceTracker:
         return crop, image, landmarks
 
 
-def track_frames(infos: list[video.VideoInfo], timing: dict, max_frames: int | None = None, start: float = 0.0,
+def track_frames(infos: list[video.VideoInfo], stats: dict, max_frames: int | None = None, start: float = 0.0,
                  stop: float = 1.0, label: str = "track"):
     """Teacher tracking over the videos: yields (video index, frame index, found) per decoded frame, where found is
-    FaceTracker's (crop, crop image, landmarks) or None. Adds decode/teacher seconds to `timing`, and the number of
+    FaceTracker's (crop, crop image, landmarks) or None. Adds decode/teacher seconds to `stats`, and the number of
     detector runs and of frames where it saw several faces (the largest one is tracked)."""
     teacher = Teacher()
     for vi, info in enumerate(infos):
@@ -82,11 +82,11 @@ def track_frames(infos: list[video.VideoInfo], timing: dict, max_frames: int | N
                 break
             t1 = time.perf_counter()
             found = tracker(frame)
-            timing["decode"] = timing.get("decode", 0.0) + t1 - t0
-            timing["teacher"] = timing.get("teacher", 0.0) + time.perf_counter() - t1
+            stats["decode"] = stats.get("decode", 0.0) + t1 - t0
+            stats["teacher"] = stats.get("teacher", 0.0) + time.perf_counter() - t1
             yield vi, first + k, found
-        timing["detections"] = timing.get("detections", 0) + tracker.detections
-        timing["several_faces"] = timing.get("several_faces", 0) + tracker.several_faces
+        stats["detections"] = stats.get("detections", 0) + tracker.detections
+        stats["several_faces"] = stats.get("several_faces", 0) + tracker.several_faces
 
 
 def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, max_frames: int | None = None,
@@ -96,7 +96,7 @@ def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, m
     out = Path(out)
     X = canonical.load()[0].astype(np.float64)
     store = {k: [] for k in ("crops", "landmarks", "H", "G", "textures", "weights", "source", "crop_boxes")}
-    timing = {"decode": 0.0, "teacher": 0.0, "unwrap": 0.0}
+    stats = {"decode": 0.0, "teacher": 0.0, "unwrap": 0.0}
     total = 0
     pending = []
 
@@ -111,11 +111,11 @@ def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, m
             T, W = unwrap.unwrap(images, G, H, texture_size)
         store["textures"].extend((T.permute(0, 2, 3, 1).numpy() * 255 + 0.5).clip(0, 255).astype(np.uint8))
         store["weights"].extend((W[:, 0].numpy() * 255 + 0.5).astype(np.uint8))
-        timing["unwrap"] += time.perf_counter() - t0
+        stats["unwrap"] += time.perf_counter() - t0
         pending.clear()
 
     begin = time.perf_counter()
-    for vi, fi, found in track_frames(infos, timing, max_frames, start, stop, label="enroll"):
+    for vi, fi, found in track_frames(infos, stats, max_frames, start, stop, label="enroll"):
         total += 1
         if found is None:
             continue
@@ -153,9 +153,9 @@ def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, m
         "frames_kept": kept,
         "frames_no_face": total - kept,
         "ms_per_frame": 1000 * elapsed / total,
-        "ms_per_stage": {k: 1000 * timing[k] / total for k in ("decode", "teacher", "unwrap")},
-        "detections": timing["detections"],
-        "frames_several_faces": timing["several_faces"],
+        "ms_per_stage": {k: 1000 * stats[k] / total for k in ("decode", "teacher", "unwrap")},
+        "detections": stats["detections"],
+        "frames_several_faces": stats["several_faces"],
         "seconds": elapsed,
         "texture_size": texture_size,
         "crop_size": CROP_SIZE,

@@ -23,6 +23,8 @@ from engine.errors import UserError
 
 FORMAT, VERSION = "facetrack-package", 1
 MANIFEST = "manifest.json"
+# The embedded default performer (scripts/build_sample.sh), with its synthetic clip for demo and studio.
+SAMPLE_PACKAGE = Path(__file__).resolve().parent / "sample_package"
 GRAPHS = ("tracker.onnx", "texture.onnx", "detector.onnx")
 TOPOLOGY = "topology.npz"
 

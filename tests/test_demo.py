@@ -3,8 +3,7 @@ import json
 import subprocess
 import sys
 
-from app.studio import SAMPLE_PACKAGE
-from export.package import open_package
+from export.package import SAMPLE_PACKAGE, open_package
 
 
 def test_sample_package_verifies_and_is_small():
