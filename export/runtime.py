@@ -1,12 +1,14 @@
 """The live tracking runtime (no torch): one `Tracker` interface over the performer package's ONNX graphs.
 
 Backends, chosen automatically (override with `backend=`):
-  tensorrt     ONNX Runtime's TensorRT provider, fp16, engines cached in PACKAGE/trt/<sm>-trt<version>/
+  tensorrt     native TensorRT engines (export.trt_engine: module `tensorrt`, else `tensorrt_rtx`; fp16; cached in
+               PACKAGE/trt/sm<cc>-<module><version>/), per graph, else ONNX Runtime's TensorRT provider (fp16,
+               its cache in that folder's ort/), else CUDA, else CPU
   cuda         ONNX Runtime's CUDA provider
   cpu          ONNX Runtime's CPU provider
   torch        development only: the package's source run in torch (engine.torch_backend, imported on request)
-The backend reports what actually runs (`session.get_providers()`), and `fallback` holds one line saying what was
-wanted and why it is not in use.
+The backend reports what actually runs (`session.get_providers()`; native and ONNX Runtime graphs both named when
+they are mixed), and `fallback` holds one line saying what was wanted and why it is not in use.
 
 Tracking loop (MediaPipe's pattern): detect with BlazeFace at start and after loss; otherwise crop from the
 previous frame's projected vertices; run the tracker graph on the 256² crop; map results back to the frame.
@@ -25,6 +27,10 @@ from engine.errors import UserError
 from export.package import Package, open_package
 
 MIN_PRESENCE = 0.5
+# ONNX Runtime intra-op threads when none are asked for. The graphs are small (~4 ms on one core): on 2 cores a
+# second, non-spinning thread cost more in hand-offs than it saved (tracker 5.4 vs 4.0 ms), and spinning threads
+# would take the cores the capture, texture and UI threads need. 0 means ONNX Runtime's own choice (all cores).
+DEFAULT_THREADS = 1
 BACKENDS = ("auto", "tensorrt", "cuda", "cpu", "torch")
 _PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
@@ -49,25 +55,21 @@ def frame_pose(H_crop: np.ndarray, crop: Crop, crop_size: int) -> np.ndarray:
 
 
 def _trt_cache(package: Package) -> Path:
-    """Engine cache folder keyed by GPU compute capability and TensorRT version (rebuilt when either changes)."""
-    try:
-        import tensorrt as trt
-        version = trt.__version__
-    except ImportError:
-        version = "unknown"
-    try:
-        import subprocess
-        cap = subprocess.run(["nvidia-smi", "--query-gpu=compute_cap", "--format=csv,noheader"], capture_output=True,
-                             text=True, timeout=5).stdout.strip().splitlines()[0].replace(".", "")
-    except (OSError, IndexError, subprocess.SubprocessError):
-        cap = "unknown"
-    path = package.path / "trt" / f"sm{cap}-trt{version}"
+    """ONNX Runtime's TensorRT provider cache: PACKAGE/trt/sm<cc>-tensorrt<version>/ort/, beside the native plans
+    of the same key (rebuilt when the GPU or TensorRT changes)."""
+    from export.trt_engine import ort_cache_dir
+
+    path = ort_cache_dir(package.path)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
 
+GRAPHS = ("tracker", "texture", "detector")
+
+
 def sessions(package: Package, backend: str = "auto", threads: int | None = None):
-    """ONNX Runtime sessions for the three graphs + (backend name, fallback line or None)."""
+    """Sessions for the three graphs + (backend name, fallback line or None). `tensorrt` and `auto`: native
+    TensorRT engines where they build and run, the other graphs on ONNX Runtime (TensorRT → CUDA → CPU)."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if backend == "torch":
@@ -76,17 +78,31 @@ def sessions(package: Package, backend: str = "auto", threads: int | None = None
         return torch_sessions(package)
     import onnxruntime as ort
 
+    trt_first = backend in ("auto", "tensorrt")
+    made, native_label, native_why = {}, None, ""
+    if trt_first:
+        from export import trt_engine
+
+        try:
+            made, problems, native_label = trt_engine.open_sessions(package, GRAPHS)
+            by_reason: dict[str, list[str]] = {}
+            for graph, reason in problems.items():
+                by_reason.setdefault(reason, []).append(graph)
+            native_why = "; ".join(f"{', '.join(gs)}: {reason}" for reason, gs in by_reason.items())
+        except trt_engine.TrtUnavailable as err:
+            native_why = str(err)
+    rest = [name for name in GRAPHS if name not in made]
     available = ort.get_available_providers()
-    wanted = ["tensorrt", "cuda", "cpu"] if backend == "auto" else [backend]
+    wanted = ["tensorrt", "cuda", "cpu"] if trt_first else [backend]
     order = [b for b in wanted if _PROVIDERS[b] in available] or ["cpu"]
     providers = []
     for b in order:
-        if b == "tensorrt":
+        if b == "tensorrt" and rest:
             cache = str(_trt_cache(package))
             providers.append((_PROVIDERS[b], {"trt_fp16_enable": True, "trt_engine_cache_enable": True,
                                                "trt_engine_cache_path": cache, "trt_timing_cache_enable": True,
                                                "trt_timing_cache_path": cache}))
-        else:
+        elif b != "tensorrt":
             providers.append(_PROVIDERS[b])
     if "cpu" not in order:
         providers.append(_PROVIDERS["cpu"])
@@ -95,22 +111,40 @@ def sessions(package: Package, backend: str = "auto", threads: int | None = None
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")   # share 2 cores with capture and UI
     if threads:
         opts.intra_op_num_threads = threads
-    made = {}
-    for name in ("tracker", "texture", "detector"):
+    for name in rest:
         try:
             made[name] = ort.InferenceSession(str(package.file(f"{name}.onnx")), opts, providers=providers)
         except Exception as err:   # ORT raises its own types; the file passed its hash, so it is an ORT problem
             raise UserError(f"{package.file(name + '.onnx')}: ONNX Runtime cannot load it ({str(err)[:160]})") \
                 from None
-    running = made["tracker"].get_providers()[0]
+    if not rest:
+        return made, native_label, None
+    running = made[rest[0]].get_providers()[0]
     actual = next((b for b, p in _PROVIDERS.items() if p == running), running)
-    first = wanted[0]
+    on_ort = f"onnxruntime/{running}"
+    if len(rest) < len(GRAPHS):
+        name = f"{native_label} ({', '.join(n for n in GRAPHS if n not in rest)}) + {on_ort} ({', '.join(rest)})"
+    else:
+        name = on_ort
+    if trt_first:
+        if actual == "tensorrt":
+            ort_why = f"running on {running}"
+        else:
+            state = "failed to initialise" if _PROVIDERS["tensorrt"] in available else "not in this onnxruntime build"
+            ort_why = f"ORT {_PROVIDERS['tensorrt']} {state}; running on {running}"
+        scope = "" if len(rest) == len(GRAPHS) else f" for {', '.join(rest)}"
+        return made, name, f"wanted tensorrt (native): {native_why}; {ort_why}{scope}"
     fallback = None
-    if actual != first:
-        why = "provider not available in this onnxruntime build" if _PROVIDERS[first] not in available \
+    if actual != backend:
+        why = "provider not available in this onnxruntime build" if _PROVIDERS[backend] not in available \
             else "provider failed to initialise"
-        fallback = f"wanted {first} ({_PROVIDERS[first]}): {why}; running on {actual}"
-    return made, f"onnxruntime/{running}", fallback
+        fallback = f"wanted {backend} ({_PROVIDERS[backend]}): {why}; running on {actual}"
+    return made, name, fallback
+
+
+def tracker_threads(threads: int | None) -> int:
+    """The intra-op thread count a Tracker uses: DEFAULT_THREADS unless asked (0: ONNX Runtime's choice)."""
+    return DEFAULT_THREADS if threads is None else threads
 
 
 class Tracker:
@@ -118,7 +152,7 @@ class Tracker:
 
     def __init__(self, package: str | Path | Package, backend: str = "auto", threads: int | None = None):
         self.package = package if isinstance(package, Package) else open_package(package)
-        self._s, self.backend, self.fallback = sessions(self.package, backend, threads)
+        self._s, self.backend, self.fallback = sessions(self.package, backend, tracker_threads(threads))
         self.topology = self.package.topology()
         self._anchors = ssd_anchors()
         self._crop: Crop | None = None
