@@ -1,6 +1,8 @@
 """`facetrack bench PACKAGE --json OUT`: per-stage milliseconds of the live path, per ONNX Runtime backend, with
 MediaPipe FaceMesh (tracking mode) timed in the same run on the same decoded frames as the peer.
 
+MediaPipe processes each frame right after ours, in `--rounds` passes from a fresh start, so a machine whose speed
+drifts (a shared or throttled CPU) slows both alike and the ratio stays meaningful.
 Stages: decode (video → RGB), detect (BlazeFace, per call), detect_amortised (detect time spread over all frames:
 the tracker only detects at start and after loss), crop, tracker (tracker.onnx: E_I + D's geometry + teacher),
 texture (texture.onnx), render (the offscreen textured mesh over the frame, at the frame size). The geometry path
@@ -21,6 +23,7 @@ from engine import pose, video
 from engine.errors import UserError
 
 DEFAULT_FRAMES = 100
+DEFAULT_ROUNDS = 3      # passes over the frames, each from a fresh start (detect, then track)
 
 
 def _ms(samples) -> float | None:
@@ -39,25 +42,28 @@ def _decode(source: Path, frames: int) -> tuple[list[np.ndarray], list[float]]:
     return images, times
 
 
-def bench_backend(package, backend: str, frames: list[np.ndarray], threads: int | None = None):
-    """Stage ms for one backend over the frames; also returns the results (for the texture and render stages)."""
-    from export.runtime import open_tracker
-
-    tracker = open_tracker(package, backend, threads)
+def bench_backend(tracker, frames: list[np.ndarray], rounds: int, peer=None):
+    """Stage ms for one backend over `rounds` passes of the frames, each pass from a fresh start. With a `peer`
+    (MediaPipe), the peer processes each frame right after ours, so both see the same machine state; also returns
+    the last pass's results (for the texture and render stages)."""
     tracker(frames[0])                      # warm-up: first-run allocations (and TensorRT engine builds)
-    tracker.reset()
     stages = {k: [] for k in ("detect", "crop", "tracker", "geometry", "texture")}
-    detect_total, results = 0.0, []
-    for frame in frames:
-        t0 = time.perf_counter()
-        result = tracker(frame)
-        stages["geometry"].append(1000 * (time.perf_counter() - t0))
-        results.append(result)
-        if result is None:
-            continue
-        detect_total += result.stages_ms.get("detect", 0.0)
-        stages["crop"].append(result.stages_ms["crop"])
-        stages["tracker"].append(result.stages_ms["tracker"])
+    peer_ms, detect_total = [], 0.0
+    for _ in range(rounds):
+        tracker.reset()
+        step = peer() if peer is not None else None
+        results = []
+        for frame in frames:
+            t0 = time.perf_counter()
+            result = tracker(frame)
+            stages["geometry"].append(1000 * (time.perf_counter() - t0))
+            results.append(result)
+            if result is not None:
+                detect_total += result.stages_ms.get("detect", 0.0)
+                stages["crop"].append(result.stages_ms["crop"])
+                stages["tracker"].append(result.stages_ms["tracker"])
+            if step is not None:
+                peer_ms.append(step(frame))
     for frame in frames[:: max(1, len(frames) // 30)]:     # the detector per call, on every kind of frame
         t0 = time.perf_counter()
         tracker.detect(frame)
@@ -67,11 +73,13 @@ def bench_backend(package, backend: str, frames: list[np.ndarray], threads: int 
         tracker.texture(r.z, r.H)
         stages["texture"].append(1000 * (time.perf_counter() - t0))
     out = {k: _ms(v) for k, v in stages.items()}
-    out["detect_amortised"] = round(detect_total / len(frames), 3)
+    out["detect_amortised"] = round(detect_total / (rounds * len(frames)), 3)
     out["geometry_path"] = round(out["detect_amortised"] + (out["crop"] or 0) + (out["tracker"] or 0), 3)
     out["frames_found"] = sum(r is not None for r in results)
     out["name"], out["fallback"] = tracker.backend, tracker.fallback
-    return out, results, tracker
+    if peer is not None:
+        out["mediapipe"] = _ms(peer_ms)
+    return out, results
 
 
 def bench_render(tracker, frames: list[np.ndarray], results: list) -> float | None:
@@ -96,38 +104,59 @@ def bench_render(tracker, frames: list[np.ndarray], results: list) -> float | No
     return _ms(times)
 
 
-def mediapipe_ms(frames: list[np.ndarray]) -> float | None:
-    """MediaPipe FaceMesh in tracking mode on the same frames (None when mediapipe is not installed)."""
+def mediapipe_peer(frames: list[np.ndarray]):
+    """MediaPipe FaceMesh in tracking mode as a peer: a callable that starts a fresh tracking graph and returns its
+    `step(frame) -> ms`; None when mediapipe is not installed. Warmed up once (model load, first allocations)."""
     try:
         import mediapipe as mp
     except ImportError:
         return None
-    times = []
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=False, max_num_faces=1) as fm:
-        fm.process(frames[0])               # warm-up, then reset tracking with a fresh graph state
-    with mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=False, max_num_faces=1) as fm:
-        for frame in frames:
+
+    def face_mesh():
+        return mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=False, max_num_faces=1)
+
+    with face_mesh() as fm:
+        fm.process(frames[0])
+    current = []                            # the running round's graph, closed when the next round starts
+
+    def start():
+        while current:
+            current.pop().close()
+        fm = face_mesh()
+        current.append(fm)
+
+        def step(frame) -> float:
             t0 = time.perf_counter()
             fm.process(frame)
-            times.append(1000 * (time.perf_counter() - t0))
-    return _ms(times)
+            return 1000 * (time.perf_counter() - t0)
+        return step
+    return start
 
 
 def available_backends() -> list[str]:
+    """Backends worth timing here: tensorrt when ONNX Runtime has its provider or a native module imports."""
     import onnxruntime as ort
 
+    from export import trt_engine
     from export.runtime import _PROVIDERS
 
     have = ort.get_available_providers()
-    return [b for b in ("tensorrt", "cuda", "cpu") if _PROVIDERS[b] in have]
+    backends = [b for b in ("cuda", "cpu") if _PROVIDERS[b] in have]
+    try:
+        trt_engine.load_module()
+        native = True
+    except trt_engine.TrtUnavailable:
+        native = False
+    return (["tensorrt"] if native or _PROVIDERS["tensorrt"] in have else []) + backends
 
 
 def bench(package: str | Path, source: str | Path | None = None, frames: int = DEFAULT_FRAMES,
-          threads: int | None = None) -> dict:
+          threads: int | None = None, rounds: int = DEFAULT_ROUNDS) -> dict:
     from export.package import open_package
+    from export.runtime import open_tracker, tracker_threads
 
-    if frames < 2:
-        raise UserError(f"--frames must be ≥ 2 (got {frames})")
+    if frames < 2 or rounds < 1:
+        raise UserError(f"--frames must be ≥ 2 and --rounds ≥ 1 (got {frames}, {rounds})")
     pkg = open_package(package)
     with tempfile.TemporaryDirectory() as tmp:
         if source is None:                  # the embedded default: a wild synthetic clip, rendered now
@@ -140,22 +169,24 @@ def bench(package: str | Path, source: str | Path | None = None, frames: int = D
         images, decode = _decode(Path(source), frames)
     if len(images) < 2:
         raise UserError(f"{source}: needs at least 2 frames to bench (got {len(images)})")
+    peer = mediapipe_peer(images)
     per_backend, main = {}, None
     for backend in available_backends():
-        stages, results, tracker = bench_backend(pkg, backend, images, threads)
+        tracker = open_tracker(pkg, backend, threads)
+        stages, results = bench_backend(tracker, images, rounds, peer if main is None else None)
         per_backend[backend] = stages
         if main is None:                    # the first available backend is what `auto` picks
             main = backend
             render = bench_render(tracker, images, results)
-    mp_ms = mediapipe_ms(images)
     best = per_backend[main]
+    mp_ms = best.get("mediapipe")
     stages = {"decode": _ms(decode), **{k: best[k] for k in ("detect", "detect_amortised", "crop", "tracker",
                                                                "texture")}, "render": render}
     geometry = best["geometry_path"]
     import onnxruntime as ort
 
     return {
-        "package": str(pkg.path), "source": label, "frames": len(images), "frame_size": list(images[0].shape[1::-1]),
+        "package": str(pkg.path), "source": label, "frames": len(images), "rounds": rounds, "frame_size": list(images[0].shape[1::-1]),
         "frames_found": best["frames_found"],
         "backend": best["name"], "fallback": best["fallback"],
         "stages": stages,
@@ -164,7 +195,7 @@ def bench(package: str | Path, source: str | Path | None = None, frames: int = D
         "backends": per_backend,
         "mediapipe_ms": mp_ms, "ratio": round(geometry / mp_ms, 3) if mp_ms and geometry else None,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
-                    "load_average": [round(x, 2) for x in os.getloadavg()], "ort_threads": threads or "default",
+                    "load_average": [round(x, 2) for x in os.getloadavg()], "ort_threads": tracker_threads(threads),
                     "onnxruntime": ort.__version__, "python": platform.python_version()},
         "date": time.strftime("%Y-%m-%d %H:%M"),
     }
@@ -176,12 +207,15 @@ def add_parser(sub) -> None:
     p.add_argument("--json", required=True, type=Path)
     p.add_argument("--source", type=Path, help="video file or folder of frames (default: a synthetic wild clip)")
     p.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default: ORT's choice)")
+    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+                   help="passes over the frames, each from a fresh start (medians over all)")
+    p.add_argument("--threads", type=int,
+                   help="ONNX Runtime intra-op threads (default: the runtime's, 1; 0: ONNX Runtime's choice)")
     p.set_defaults(run=_run)
 
 
 def _run(args) -> None:
-    r = bench(args.package, args.source, args.frames, args.threads)
+    r = bench(args.package, args.source, args.frames, args.threads, args.rounds)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(r, indent=2))
     print(json.dumps(r["stages"]), f"geometry {r['geometry_path_ms']} ms ({r['fps']} fps) on {r['backend']}, "

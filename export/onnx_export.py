@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from engine import dam as dam_module
@@ -23,6 +24,7 @@ from engine import i2znet, pose
 from engine.errors import UserError
 from engine.teacher import FaceDetector
 from engine.topology import topology
+from export import graph_passes
 from export.package import GRAPHS, TOPOLOGY, open_package, write_manifest
 
 OPSET = 17
@@ -38,8 +40,7 @@ class TrackerGraph(nn.Module):
         self.e_i, self.dam = e_i, dam
 
     def forward(self, crop: torch.Tensor):
-        x = crop.permute(0, 3, 1, 2)
-        out = self.e_i.track(x)
+        out = self.e_i.track(crop.permute(0, 3, 1, 2))
         G = self.dam.decode_geometry(out.z)
         return out.z, out.H, pose.transform(G, out.H), G, out.landmarks[..., :2], out.presence
 
@@ -73,65 +74,73 @@ def load_colour(run: Path) -> dam_module.ColourCorrection:
     return C.eval()
 
 
-class _MaxPReLU(nn.Module):
-    """The teacher's PReLU as max(x, αx): bit-identical to torch.where(x >= 0, x, αx) when every α ≤ 1 (else
-    x + (α−1)·min(x, 0)). Cheap ops ONNX Runtime keeps in its blocked conv layout, instead of GreaterOrEqual +
-    Mul + Where (~30 % of tracker.onnx on CPU; ORT's own PRelu kernel was barely faster than the Where)."""
+class _DepthwisePReLU(nn.Module):
+    """The teacher's PReLU as x + (1 − α)·relu(−x), both products depthwise 1×1 convs: ONNX Runtime keeps these in
+    its blocked conv layout, where a broadcast Mul (max(x, αx)) or GreaterOrEqual + Where forced a layout copy
+    before and after every PReLU. Equal to αx for x < 0 within an ulp (parity is checked at export)."""
 
     def __init__(self, alpha: torch.Tensor):
         super().__init__()
-        self.alpha = nn.Parameter(alpha.detach().clone(), requires_grad=False)
-        self.all_below_one = bool((alpha <= 1).all())
+        a = alpha.detach().reshape(-1, 1, 1, 1)
+        self.register_buffer("negate", -torch.ones_like(a))
+        self.register_buffer("slope", (1 - a).clone())
 
     def forward(self, x):
-        if self.all_below_one:
-            return torch.maximum(x, x * self.alpha)
-        return x + (self.alpha - 1) * torch.clamp(x, max=0)   # any α: still cheap ops, ≤ 1 ulp from αx
+        c = x.shape[1]
+        return x + F.conv2d(F.relu(F.conv2d(x, self.negate, groups=c)), self.slope, groups=c)
+
+
+class _FoldedLevelHead(nn.Module):
+    """I2ZNet's LevelHead with each GroupNorm's affine folded into the Compressor's first (1×1) conv, and p_l^z,
+    p_l^h as one Gemm: the same function in fewer, larger ops (24 elementwise passes and 4 Gemms fewer)."""
+
+    def __init__(self, head: i2znet.LevelHead):
+        super().__init__()
+        self.eps = [n.eps for n in head.norms]
+        gamma = torch.cat([n.weight for n in head.norms]).detach()
+        beta = torch.cat([n.bias for n in head.norms]).detach()
+        first = head.compressor[0]
+        w = first.weight.detach()
+        self.first = nn.Conv2d(w.shape[1], w.shape[0], 1)
+        with torch.no_grad():
+            self.first.weight.copy_(w * gamma[None, :, None, None])
+            self.first.bias.copy_(first.bias.detach() + w[:, :, 0, 0] @ beta)
+        self.rest = copy.deepcopy(head.compressor[1:])
+        self.width = head.p_z.out_features
+        self.p = nn.Linear(head.p_z.in_features, 2 * self.width)
+        with torch.no_grad():
+            self.p.weight.copy_(torch.cat([head.p_z.weight, head.p_h.weight]))
+            self.p.bias.copy_(torch.cat([head.p_z.bias, head.p_h.bias]))
+
+    def forward(self, maps):
+        u = torch.cat([F.group_norm(m, 1, eps=e) for m, e in zip(maps, self.eps)], 1)
+        p = F.relu(self.p(self.rest(self.first(u)).flatten(1)))
+        return p[:, :self.width], p[:, self.width:]
 
 
 def _onnx_friendly(module: nn.Module) -> nn.Module:
-    """A copy of `module` with the tflite PReLUs swapped for _MaxPReLU (parity is checked against the original
-    module, so every export verifies the swap)."""
+    """A copy of `module` with equivalent ops ONNX Runtime runs faster: the tflite PReLUs become _DepthwisePReLU,
+    I2ZNet's level heads _FoldedLevelHead. Parity is checked against the original module, so every export verifies
+    the swaps."""
     from engine.tflite_torch import _PReLU
 
     module = copy.deepcopy(module)
     for parent in list(module.modules()):
         for name, child in parent.named_children():
             if isinstance(child, _PReLU):
-                setattr(parent, name, _MaxPReLU(child.alpha))
+                setattr(parent, name, _DepthwisePReLU(child.alpha))
+        if isinstance(parent, nn.ModuleList) and parent and isinstance(parent[0], i2znet.LevelHead):
+            for i, head in enumerate(parent):
+                parent[i] = _FoldedLevelHead(head)
     return module
 
 
-def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str]) -> None:
+def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outputs: list[str]) -> dict:
     with warnings.catch_warnings():   # tracer notes about fixed shapes: the graphs are batch-1 by design
         warnings.simplefilter("ignore")
         torch.onnx.export(_onnx_friendly(module), args, str(path), input_names=inputs, output_names=outputs,
                           opset_version=OPSET, dynamo=False)
-
-
-def _fold_nonzero(path: Path) -> None:
-    """Replace NonZero of a constant (the exporter's form of indexing with a fixed boolean mask, e.g. I2ZNet's
-    heatmap regions) by its value: ONNX Runtime does not constant-fold NonZero and would recompute it per frame."""
-    import onnx
-    from onnx import numpy_helper
-
-    model = onnx.load(str(path))
-    constants = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant"}
-    folded = set()
-    for node in model.graph.node:
-        source = constants.get(node.input[0]) if node.op_type == "NonZero" else None
-        if source is None or source.attribute[0].name != "value":
-            continue
-        value = np.stack(np.nonzero(numpy_helper.to_array(source.attribute[0].t))).astype(np.int64)
-        node.op_type, node.domain = "Constant", ""
-        del node.input[:]
-        node.attribute.append(onnx.helper.make_attribute("value", numpy_helper.from_array(value)))
-        folded.add(source.output[0])
-    if folded:   # drop the mask constants nothing reads any more
-        used = {i for n in model.graph.node for i in n.input}
-        for n in [constants[name] for name in folded - used]:
-            model.graph.node.remove(n)
-        onnx.save(model, str(path))
+    return graph_passes.optimise(path)
 
 
 @torch.no_grad()
@@ -146,15 +155,17 @@ def export_package(run: str | Path, out: str | Path) -> dict:
     tracker, texture = TrackerGraph(e_i, dam).eval(), TextureGraph(dam, colour).eval()
     crops = np.load(run / "enrollment" / "crops.npy", mmap_mode="r")
     sample = torch.from_numpy(np.array(crops[:1]))   # a writable copy of the memory map
-    _export(tracker, (sample,), out / "tracker.onnx", ["crop"], ["z", "H", "vertices", "G", "landmarks", "presence"])
-    _fold_nonzero(out / "tracker.onnx")
+    rewrites = {"tracker.onnx": _export(tracker, (sample,), out / "tracker.onnx", ["crop"],
+                                        ["z", "H", "vertices", "G", "landmarks", "presence"])}
     z0, H0 = tracker(sample)[:2]
-    _export(texture, (z0, pose.view_vector(H0)), out / "texture.onnx", ["z", "v"], ["texture", "texture_raw"])
-    _export(FaceDetector().eval(), (torch.zeros(1, 3, 128, 128),), out / "detector.onnx", ["image"],
-            ["regressors", "logits"])
+    rewrites["texture.onnx"] = _export(texture, (z0, pose.view_vector(H0)), out / "texture.onnx", ["z", "v"],
+                                       ["texture", "texture_raw"])
+    detector = FaceDetector().eval()
+    rewrites["detector.onnx"] = _export(detector, (torch.zeros(1, 3, 128, 128),), out / "detector.onnx", ["image"],
+                                        ["regressors", "logits"])
     topo = topology()
     np.savez(out / TOPOLOGY, triangles=topo.triangles, uv=topo.uv, holes=topo.holes)
-    parity = check_parity(out, tracker, texture, crops)
+    parity = check_parity(out, tracker, texture, detector, crops)
     import onnx
 
     manifest = write_manifest(out, {
@@ -165,21 +176,25 @@ def export_package(run: str | Path, out: str | Path) -> dict:
                      "python": platform.python_version()},
         "source_run": str(run.resolve()),
         "parity": parity,
+        "graph_rewrites": rewrites,
         "files": [*GRAPHS, TOPOLOGY],
     })
     open_package(out)   # what we wrote must verify
     return manifest
 
 
-def check_parity(out: Path, tracker: nn.Module, texture: nn.Module, crops: np.ndarray, n: int = 4) -> dict:
-    """Largest |ORT − torch| over a few enrollment crops: z, vertices (px), texture (/255)."""
+def check_parity(out: Path, tracker: nn.Module, texture: nn.Module, detector: nn.Module, crops: np.ndarray,
+                 n: int = 4) -> dict:
+    """Largest |ORT − torch| over a few enrollment crops: z, vertices (px), texture (/255), detector outputs."""
+    from engine.detection import detector_input
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     trk = ort.InferenceSession(str(out / "tracker.onnx"), opts, providers=["CPUExecutionProvider"])
     tex = ort.InferenceSession(str(out / "texture.onnx"), opts, providers=["CPUExecutionProvider"])
-    worst = {"z": 0.0, "vertices_px": 0.0, "texture_255": 0.0}
+    det = ort.InferenceSession(str(out / "detector.onnx"), opts, providers=["CPUExecutionProvider"])
+    worst = {"z": 0.0, "vertices_px": 0.0, "texture_255": 0.0, "detector": 0.0}
     for i in np.linspace(0, len(crops) - 1, min(n, len(crops))).astype(int):
         crop = np.array(crops[i:i + 1])
         z, H, V = (t.numpy() for t in tracker(torch.from_numpy(crop))[:3])
@@ -190,6 +205,10 @@ def check_parity(out: Path, tracker: nn.Module, texture: nn.Module, crops: np.nd
         worst["z"] = max(worst["z"], float(np.abs(oz - z).max()))
         worst["vertices_px"] = max(worst["vertices_px"], float(np.abs(oV - V).max()))
         worst["texture_255"] = max(worst["texture_255"], float(np.abs(oT - T).max()))
+        image = detector_input(crop[0])
+        ours = det.run(None, {"image": image})
+        for o, t in zip(ours, detector(torch.from_numpy(image))):
+            worst["detector"] = max(worst["detector"], float(np.abs(o - t.numpy()).max()))
     return worst
 
 
