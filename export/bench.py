@@ -151,7 +151,7 @@ def available_backends() -> list[str]:
 
 
 def bench(package: str | Path, source: str | Path | None = None, frames: int = DEFAULT_FRAMES,
-          threads: int | None = None, rounds: int = DEFAULT_ROUNDS) -> dict:
+          threads: int | None = None, rounds: int = DEFAULT_ROUNDS, precision: str = "auto") -> dict:
     from export.package import open_package
     from export.runtime import open_tracker, tracker_threads
 
@@ -172,7 +172,7 @@ def bench(package: str | Path, source: str | Path | None = None, frames: int = D
     peer = mediapipe_peer(images)
     per_backend, main = {}, None
     for backend in available_backends():
-        tracker = open_tracker(pkg, backend, threads)
+        tracker = open_tracker(pkg, backend, threads, precision)
         stages, results = bench_backend(tracker, images, rounds, peer if main is None else None)
         per_backend[backend] = stages
         if main is None:                    # the first available backend is what `auto` picks
@@ -209,13 +209,15 @@ def add_parser(sub) -> None:
     p.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
     p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                    help="passes over the frames, each from a fresh start (medians over all)")
+    p.add_argument("--precision", choices=("auto", "fp32"), default="auto",
+                   help="auto: the int8 tracker graph on the CPU provider when the package has one")
     p.add_argument("--threads", type=int,
                    help="ONNX Runtime intra-op threads (default: the runtime's, 1; 0: ONNX Runtime's choice)")
     p.set_defaults(run=_run)
 
 
 def _run(args) -> None:
-    r = bench(args.package, args.source, args.frames, args.threads, args.rounds)
+    r = bench(args.package, args.source, args.frames, args.threads, args.rounds, args.precision)
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(r, indent=2))
     print(json.dumps(r["stages"]), f"geometry {r['geometry_path_ms']} ms ({r['fps']} fps) on {r['backend']}, "

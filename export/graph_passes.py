@@ -118,3 +118,59 @@ def optimise(path: Path) -> dict:
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return {"nonzero_folded": nonzero, "pads_into_conv": spatial, "channel_pads_as_conv": widened}
+
+
+def quantise_gemms(model, prefix: str) -> int:
+    """Each Gemm(A, W, b) whose name starts with `prefix` (transB = 1, W and b constant) → int8 weights, per output
+    channel, symmetric; activations quantised per call (ONNX's DynamicQuantizeLinear → MatMulInteger → rescale).
+    For the CPU provider: a batch-1 Gemm is a matrix-vector product, bound by reading W, and int8 reads 4× less.
+    Returns how many were rewritten."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = model.graph
+    inits = {i.name: i for i in graph.initializer}
+    done = 0
+    for gemm in [n for n in graph.node if n.op_type == "Gemm" and n.name.startswith(prefix)]:
+        attrs = {a.name: helper.get_attribute_value(a) for a in gemm.attribute}
+        if attrs.get("transA", 0) or not attrs.get("transB", 0) or attrs.get("alpha", 1.0) != 1.0 \
+                or attrs.get("beta", 1.0) != 1.0 or gemm.input[1] not in inits or len(gemm.input) < 3 \
+                or gemm.input[2] not in inits:
+            continue
+        w = numpy_helper.to_array(inits[gemm.input[1]]).astype(np.float32)          # [N, K]
+        scale = np.maximum(np.abs(w).max(1), 1e-12) / 127                          # per output channel
+        wq = np.clip(np.round(w / scale[:, None]), -127, 127).astype(np.int8).T      # [K, N]
+        base = gemm.name
+        names = {k: f"{base}/int8_{k}" for k in ("w", "w_scale", "aq", "a_scale", "a_zero", "acc", "accf", "ab",
+                                                  "scaled")}
+        graph.initializer.extend([numpy_helper.from_array(wq, names["w"]),
+                                  numpy_helper.from_array(scale.astype(np.float32), names["w_scale"])])
+        new = [
+            helper.make_node("DynamicQuantizeLinear", [gemm.input[0]], [names["aq"], names["a_scale"], names["a_zero"]],
+                             name=f"{base}/int8_quantise"),
+            helper.make_node("MatMulInteger", [names["aq"], names["w"], names["a_zero"]], [names["acc"]],
+                             name=f"{base}/int8_matmul"),
+            helper.make_node("Cast", [names["acc"]], [names["accf"]], to=TensorProto.FLOAT, name=f"{base}/int8_cast"),
+            helper.make_node("Mul", [names["a_scale"], names["w_scale"]], [names["ab"]], name=f"{base}/int8_scales"),
+            helper.make_node("Mul", [names["accf"], names["ab"]], [names["scaled"]], name=f"{base}/int8_rescale"),
+            helper.make_node("Add", [names["scaled"], gemm.input[2]], [gemm.output[0]], name=f"{base}/int8_bias"),
+        ]
+        at = list(graph.node).index(gemm)
+        graph.node.remove(gemm)
+        for k, node in enumerate(new):
+            graph.node.insert(at + k, node)
+        done += 1
+    used = {i for n in graph.node for i in n.input}
+    for init in [i for i in graph.initializer if i.name not in used]:
+        graph.initializer.remove(init)
+    return done
+
+
+def int8_variant(src: Path, dst: Path, prefix: str) -> int:
+    """Write `dst`: the graph at `src` with the Gemms under `prefix` in int8 (quantise_gemms)."""
+    import onnx
+
+    model = onnx.load(str(src))
+    n = quantise_gemms(model, prefix)
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dst))
+    return n

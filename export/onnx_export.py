@@ -25,9 +25,11 @@ from engine.errors import UserError
 from engine.teacher import FaceDetector
 from engine.topology import topology
 from export import graph_passes
-from export.package import GRAPHS, TOPOLOGY, open_package, write_manifest
+from export.package import GRAPHS, INT8_TRACKER, TOPOLOGY, open_package, write_manifest
 
 OPSET = 17
+INT8_GEMMS = "/e_i/level_heads."   # the Gemms holding ~70 % of tracker.onnx's weights: E_I's p_l^z, p_l^h
+INT8_MAX_PX = 0.25                 # keep the int8 tracker only while it moves no vertex further than this
 COLOUR_DIR = "colour"   # RUN/colour/model.safetensors: C learned by adaptation (identity when absent)
 
 
@@ -166,6 +168,7 @@ def export_package(run: str | Path, out: str | Path) -> dict:
     topo = topology()
     np.savez(out / TOPOLOGY, triangles=topo.triangles, uv=topo.uv, holes=topo.holes)
     parity = check_parity(out, tracker, texture, detector, crops)
+    int8 = _int8_tracker(out, crops)
     import onnx
 
     manifest = write_manifest(out, {
@@ -177,10 +180,36 @@ def export_package(run: str | Path, out: str | Path) -> dict:
         "source_run": str(run.resolve()),
         "parity": parity,
         "graph_rewrites": rewrites,
-        "files": [*GRAPHS, TOPOLOGY],
+        "int8_tracker": int8,
+        "files": [*GRAPHS, TOPOLOGY, *([INT8_TRACKER] if "skipped" not in int8 else [])],
     })
     open_package(out)   # what we wrote must verify
     return manifest
+
+
+def _int8_tracker(out: Path, crops: np.ndarray, n: int = 16) -> dict:
+    """Write tracker_int8.onnx (E_I's level-head Gemms in int8) for ONNX Runtime's CPU provider, and measure how far
+    it moves the outputs from tracker.onnx on enrollment crops. Past INT8_MAX_PX it is not kept: the CPU then runs
+    the fp32 graph."""
+    import onnxruntime as ort
+
+    gemms = graph_passes.int8_variant(out / "tracker.onnx", out / INT8_TRACKER, INT8_GEMMS)
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    fp32, int8 = (ort.InferenceSession(str(out / name), opts, providers=["CPUExecutionProvider"])
+                  for name in ("tracker.onnx", INT8_TRACKER))
+    dz, dv = [], []
+    for i in np.linspace(0, len(crops) - 1, min(n, len(crops))).astype(int):
+        feed = {"crop": np.array(crops[i:i + 1])}
+        (z, V), (qz, qV) = (s.run(["z", "vertices"], feed) for s in (fp32, int8))
+        dz.append(np.abs(qz - z).max())
+        dv.append(np.linalg.norm((qV - V)[0, :, :2], axis=-1))
+    report = {"gemms": gemms, "z": float(max(dz)), "vertices_px": float(np.max(dv)),
+              "vertices_px_mean": float(np.mean(dv))}
+    if not gemms or report["vertices_px"] > INT8_MAX_PX:
+        (out / INT8_TRACKER).unlink()
+        report["skipped"] = "no level-head Gemm" if not gemms else f"moves vertices > {INT8_MAX_PX} px"
+    return report
 
 
 def check_parity(out: Path, tracker: nn.Module, texture: nn.Module, detector: nn.Module, crops: np.ndarray,

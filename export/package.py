@@ -2,6 +2,8 @@
 
     PACKAGE/manifest.json   format, input spec, versions, files {name: sha256}
     PACKAGE/tracker.onnx    uint8 [1,256,256,3] crop → z, H, vertices (crop px), G, landmarks, presence
+    PACKAGE/tracker_int8.onnx  the same with E_I's level-head weights in int8, for the CPU provider (optional:
+                            export keeps it only while it moves no vertex more than 0.25 px; manifest int8_tracker)
     PACKAGE/texture.onnx    z [1,128], view v [1,3] → colour-corrected texture C(T) uint8 [1,S,S,3]
     PACKAGE/detector.onnx   BlazeFace: [1,3,128,128] in [-1,1] → regressors [1,896,16], logits [1,896]
     PACKAGE/topology.npz    triangles, uv, holes (the mesh the studio draws)
@@ -26,6 +28,7 @@ MANIFEST = "manifest.json"
 # The embedded default performer (scripts/build_sample.sh), with its synthetic clip for demo and studio.
 SAMPLE_PACKAGE = Path(__file__).resolve().parent / "sample_package"
 GRAPHS = ("tracker.onnx", "texture.onnx", "detector.onnx")
+INT8_TRACKER = "tracker_int8.onnx"
 TOPOLOGY = "topology.npz"
 
 
@@ -44,6 +47,10 @@ class Package:
 
     def file(self, name: str) -> Path:
         return self.path / name
+
+    def has(self, name: str) -> bool:
+        """Whether the (verified) manifest lists `name`: optional files such as INT8_TRACKER."""
+        return name in self.manifest["files"]
 
     @property
     def crop_size(self) -> int:

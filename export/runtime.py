@@ -5,7 +5,7 @@ Backends, chosen automatically (override with `backend=`):
                PACKAGE/trt/sm<cc>-<module><version>/), per graph, else ONNX Runtime's TensorRT provider (fp16,
                its cache in that folder's ort/), else CUDA, else CPU
   cuda         ONNX Runtime's CUDA provider
-  cpu          ONNX Runtime's CPU provider
+  cpu          ONNX Runtime's CPU provider (the tracker from tracker_int8.onnx when the package has it)
   torch        development only: the package's source run in torch (engine.torch_backend, imported on request)
 The backend reports what actually runs (`session.get_providers()`; native and ONNX Runtime graphs both named when
 they are mixed), and `fallback` holds one line saying what was wanted and why it is not in use.
@@ -24,7 +24,7 @@ import numpy as np
 from engine import pose
 from engine.detection import Crop, crop_from_detection, crop_from_landmarks, detections, detector_input, ssd_anchors
 from engine.errors import UserError
-from export.package import Package, open_package
+from export.package import INT8_TRACKER, Package, open_package
 
 MIN_PRESENCE = 0.5
 # ONNX Runtime intra-op threads when none are asked for. The graphs are small (~4 ms on one core): on 2 cores a
@@ -32,6 +32,7 @@ MIN_PRESENCE = 0.5
 # would take the cores the capture, texture and UI threads need. 0 means ONNX Runtime's own choice (all cores).
 DEFAULT_THREADS = 1
 BACKENDS = ("auto", "tensorrt", "cuda", "cpu", "torch")
+PRECISIONS = ("auto", "fp32")
 _PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
 
@@ -67,11 +68,14 @@ def _trt_cache(package: Package) -> Path:
 GRAPHS = ("tracker", "texture", "detector")
 
 
-def sessions(package: Package, backend: str = "auto", threads: int | None = None):
+def sessions(package: Package, backend: str = "auto", threads: int | None = None, precision: str = "auto"):
     """Sessions for the three graphs + (backend name, fallback line or None). `tensorrt` and `auto`: native
-    TensorRT engines where they build and run, the other graphs on ONNX Runtime (TensorRT → CUDA → CPU)."""
+    TensorRT engines where they build and run, the other graphs on ONNX Runtime (TensorRT → CUDA → CPU).
+    `precision` auto: on the CPU provider the tracker runs tracker_int8.onnx when the package has it; fp32: never."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
     if backend == "torch":
         from engine.torch_backend import sessions as torch_sessions
 
@@ -111,12 +115,13 @@ def sessions(package: Package, backend: str = "auto", threads: int | None = None
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")   # share 2 cores with capture and UI
     if threads:
         opts.intra_op_num_threads = threads
+    int8 = precision == "auto" and order == ["cpu"] and package.has(INT8_TRACKER)
     for name in rest:
+        path = package.file(INT8_TRACKER if int8 and name == "tracker" else f"{name}.onnx")
         try:
-            made[name] = ort.InferenceSession(str(package.file(f"{name}.onnx")), opts, providers=providers)
+            made[name] = ort.InferenceSession(str(path), opts, providers=providers)
         except Exception as err:   # ORT raises its own types; the file passed its hash, so it is an ORT problem
-            raise UserError(f"{package.file(name + '.onnx')}: ONNX Runtime cannot load it ({str(err)[:160]})") \
-                from None
+            raise UserError(f"{path}: ONNX Runtime cannot load it ({str(err)[:160]})") from None
     if not rest:
         return made, native_label, None
     running = made[rest[0]].get_providers()[0]
@@ -126,6 +131,8 @@ def sessions(package: Package, backend: str = "auto", threads: int | None = None
         name = f"{native_label} ({', '.join(n for n in GRAPHS if n not in rest)}) + {on_ort} ({', '.join(rest)})"
     else:
         name = on_ort
+    if int8 and "tracker" in rest:
+        name += ", tracker int8"
     if trt_first:
         if actual == "tensorrt":
             ort_why = f"running on {running}"
@@ -150,9 +157,10 @@ def tracker_threads(threads: int | None) -> int:
 class Tracker:
     """tracker(frame_rgb uint8 HxWx3) → TrackResult | None; texture(z, H) → C(T) uint8 [S,S,3]."""
 
-    def __init__(self, package: str | Path | Package, backend: str = "auto", threads: int | None = None):
+    def __init__(self, package: str | Path | Package, backend: str = "auto", threads: int | None = None,
+                 precision: str = "auto"):
         self.package = package if isinstance(package, Package) else open_package(package)
-        self._s, self.backend, self.fallback = sessions(self.package, backend, tracker_threads(threads))
+        self._s, self.backend, self.fallback = sessions(self.package, backend, tracker_threads(threads), precision)
         self.topology = self.package.topology()
         self._anchors = ssd_anchors()
         self._crop: Crop | None = None
@@ -207,5 +215,6 @@ class Tracker:
         return self._s["texture"].run([name], {"z": np.asarray(z, np.float32)[None], "v": v[None]})[0][0]
 
 
-def open_tracker(package: str | Path, backend: str = "auto", threads: int | None = None) -> Tracker:
-    return Tracker(package, backend, threads)
+def open_tracker(package: str | Path, backend: str = "auto", threads: int | None = None,
+                 precision: str = "auto") -> Tracker:
+    return Tracker(package, backend, threads, precision)

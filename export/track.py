@@ -149,7 +149,8 @@ def _median(values) -> float | None:
 
 
 def track(package: str | Path, source: str, out: str | Path, backend: str = "auto",
-          max_frames: int | None = None, texture_hz: float = TEXTURE_HZ, threads: int | None = None) -> dict:
+          max_frames: int | None = None, texture_hz: float = TEXTURE_HZ, threads: int | None = None,
+          precision: str = "auto") -> dict:
     from export.runtime import open_tracker
 
     out = Path(out)
@@ -157,7 +158,7 @@ def track(package: str | Path, source: str, out: str | Path, backend: str = "aut
         raise UserError(f"--max-frames must be ≥ 1 (got {max_frames})")
     if not texture_hz > 0:
         raise UserError(f"--texture-hz must be > 0 (got {texture_hz})")
-    tracker = open_tracker(package, backend, threads)      # verifies every file before anything runs
+    tracker = open_tracker(package, backend, threads, precision)   # verifies every file before anything runs
     print(f"backend {tracker.backend}" + (f" (fallback: {tracker.fallback})" if tracker.fallback else ""))
     out.mkdir(parents=True, exist_ok=True)
     src = open_source(source, out, tracker.package.path, max_frames)
@@ -242,19 +243,22 @@ def _save_results(path: Path, rows: list, texture_frames: list[int]) -> None:
 
 
 def add_parser(sub) -> None:
-    from export.runtime import BACKENDS
+    from export.runtime import BACKENDS, PRECISIONS
 
     p = sub.add_parser("track", help="run a performer package on a video, frames folder, camera:N or synthetic")
     p.add_argument("package", metavar="PACKAGE", type=Path)
     p.add_argument("source", metavar="SOURCE", help="video file, folder of frames, camera:N, or synthetic")
     p.add_argument("--out", required=True, type=Path, help="session folder")
     p.add_argument("--backend", choices=BACKENDS, default="auto")
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
+                   help="auto: the int8 tracker graph on the CPU provider when the package has one")
     p.add_argument("--max-frames", type=int)
     p.add_argument("--texture-hz", type=float, default=TEXTURE_HZ, help="most texture decodes per second of video")
     p.set_defaults(run=_run)
 
 
 def _run(args) -> None:
-    r = track(args.package, args.source, args.out, args.backend, args.max_frames, args.texture_hz)
+    r = track(args.package, args.source, args.out, args.backend, args.max_frames, args.texture_hz,
+              precision=args.precision)
     print(f"tracked {r['frames_found']}/{r['frames']} frames, geometry {r['stages_ms']['geometry']} ms median, "
           f"{r['texture']['decoded']} texture decodes → {args.out}")

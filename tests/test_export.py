@@ -139,8 +139,37 @@ def test_unavailable_backend_falls_back_and_says_so(built):
     from export.runtime import open_tracker
 
     tracker = open_tracker(built["pkg"], "tensorrt")
-    assert tracker.backend.endswith("CPUExecutionProvider") and "tensorrt" in tracker.fallback
+    assert tracker.backend.startswith("onnxruntime/CPUExecutionProvider") and "tensorrt" in tracker.fallback
 
+
+def test_cpu_runs_the_int8_tracker_close_to_fp32(built):
+    """Export keeps tracker_int8.onnx (hashed, deviation recorded); the CPU provider runs it unless fp32 is asked,
+    and on the clip it stays within the export gate of the fp32 graph."""
+    from export.onnx_export import INT8_MAX_PX
+    from export.package import INT8_TRACKER
+    from export.runtime import open_tracker
+
+    manifest = json.loads((built["pkg"] / "manifest.json").read_text())
+    assert INT8_TRACKER in manifest["files"] and manifest["int8_tracker"]["gemms"] == 4
+    assert manifest["int8_tracker"]["vertices_px"] <= INT8_MAX_PX
+    int8, fp32 = open_tracker(built["pkg"], "cpu"), open_tracker(built["pkg"], "cpu", precision="fp32")
+    assert int8.backend.endswith("tracker int8") and fp32.backend == "onnxruntime/CPUExecutionProvider"
+    frame = next(iter(video.frames(built["wild"])))
+    a, b = int8(frame), fp32(frame)
+    crop = a.crop.apply(frame, 256)[None]      # the same crop through both graphs
+    (qV,), (V,) = (t._s["tracker"].run(["vertices"], {"crop": crop}) for t in (int8, fp32))
+    assert 0 < np.abs(qV - V).max() and np.linalg.norm((qV - V)[0, :, :2], axis=-1).max() <= 2 * INT8_MAX_PX
+    assert b is not None
+
+
+def test_export_drops_an_int8_tracker_that_moves_vertices_too_far(built, tmp_path, monkeypatch):
+    from export import onnx_export
+    from export.package import INT8_TRACKER, open_package
+
+    monkeypatch.setattr(onnx_export, "INT8_MAX_PX", 0.0)
+    manifest = onnx_export.export_package(built["work"] / "adapted", tmp_path / "pkg")
+    assert "skipped" in manifest["int8_tracker"] and not (tmp_path / "pkg" / INT8_TRACKER).exists()
+    assert not open_package(tmp_path / "pkg").has(INT8_TRACKER)
 
 # ------------------------------------------------------------------------------------------------ track
 def test_track_writes_session_without_torch(built, tmp_path):
@@ -153,7 +182,7 @@ def test_track_writes_session_without_torch(built, tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0].startswith("backend onnxruntime/CPUExecutionProvider")
     report = json.loads((session / "report.json").read_text())
-    assert report["frames"] == 20 and report["frames_found"] >= 16 and report["backend"].endswith("CPUExecutionProvider")
+    assert report["frames"] == 20 and report["frames_found"] >= 16 and report["backend"].startswith("onnxruntime/CPUExecutionProvider")
     assert {"decode", "crop", "tracker", "overlay"} <= set(report["stages_ms"])
     assert 1 <= report["texture"]["decoded"] <= 20 / report["texture"]["every_n_frames"] + 1
     res = np.load(session / "results.npz")
@@ -209,7 +238,7 @@ def test_bench_json_has_stages_backends_and_mediapipe_ratio(built, tmp_path):
     r = bench.bench(built["pkg"], built["wild"], frames=10)
     assert {"decode", "detect", "detect_amortised", "crop", "tracker", "texture", "render"} <= set(r["stages"])
     assert all(v is not None and v >= 0 for v in r["stages"].values())
-    assert "cpu" in r["backends"] and r["backend"].endswith("CPUExecutionProvider")
+    assert "cpu" in r["backends"] and r["backend"].startswith("onnxruntime/CPUExecutionProvider")
     assert r["mediapipe_ms"] > 0 and r["ratio"] == pytest.approx(r["geometry_path_ms"] / r["mediapipe_ms"], rel=1e-2)
     assert r["fps"] > 0 and {"cpu", "cores", "load_average"} <= set(r["machine"]) and r["date"]
 

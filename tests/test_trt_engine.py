@@ -105,7 +105,7 @@ def test_tensorrt_backend_without_tensorrt_tracks_on_cpu_and_says_why(monkeypatc
 
     no_modules(monkeypatch)
     tracker = Tracker(pkg, "tensorrt")
-    assert tracker.backend == "onnxruntime/CPUExecutionProvider"
+    assert tracker.backend == "onnxruntime/CPUExecutionProvider, tracker int8"
     assert "\n" not in tracker.fallback and tracker.fallback.startswith(
         "wanted tensorrt (native): no tensorrt or tensorrt_rtx module installed; ")
     assert tracker.fallback.endswith("running on CPUExecutionProvider")
@@ -425,7 +425,7 @@ def test_native_path_tracks_like_onnx_runtime(fakes, pkg, frames, builder_fp16, 
     from export.runtime import Tracker
 
     fakes["install"](builder_fp16=builder_fp16)
-    native, cpu = Tracker(pkg, "tensorrt"), Tracker(pkg, "cpu")
+    native, cpu = Tracker(pkg, "tensorrt"), Tracker(pkg, "cpu", precision="fp32")
     precision = "fp16" if builder_fp16 else "fp16 conv/matmul"
     assert native.backend == f"native/tensorrt 10.99.0.1 {precision}" and native.fallback is None
     assert native._s["tracker"].get_providers() == [f"TensorRT (native tensorrt 10.99.0.1, {precision})"]
@@ -497,7 +497,7 @@ def test_graph_that_cannot_be_native_runs_on_onnx_runtime_and_is_named(fakes, pk
     fakes["refuse"].add("tracker")
     tracker = Tracker(pkg, "auto")
     assert tracker.backend == ("native/tensorrt 10.99.0.1 fp16 (texture, detector) + "
-                               "onnxruntime/CPUExecutionProvider (tracker)")
+                               "onnxruntime/CPUExecutionProvider (tracker), tracker int8")
     assert tracker.fallback == ("wanted tensorrt (native): tracker: stub refuses tracker; ORT "
                                 "TensorrtExecutionProvider not in this onnxruntime build; running on "
                                 "CPUExecutionProvider for tracker")
@@ -510,7 +510,7 @@ def test_rtx_engine_that_cannot_run_on_this_gpu_says_so(fakes, pkg):
 
     fakes["install"](flavour="tensorrt_rtx", version="1.7.1.116", builder_fp16=False, validity=("invalid", 2))
     tracker = Tracker(pkg, "tensorrt")
-    assert tracker.backend == "onnxruntime/CPUExecutionProvider"
+    assert tracker.backend == "onnxruntime/CPUExecutionProvider, tracker int8"
     assert tracker.fallback.startswith("wanted tensorrt (native): tracker, texture, detector: tensorrt_rtx "
                                        "1.7.1.116 engine built, but it cannot run on this GPU (sm89): UNSUPPORTED_CC;")
     assert (pkg.path / "trt" / "sm89-tensorrt_rtx1.7.1.116" / "tracker.plan").is_file()
