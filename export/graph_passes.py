@@ -7,7 +7,8 @@ of them, mostly from the teacher's TFLite-style explicit padding. `optimise` (ru
   1. replaces NonZero of a constant mask by its value (ORT does not constant-fold NonZero);
   2. constant-folds with ORT's basic, provider-independent level (the exporter computes F.pad's pads at run time);
   3. folds each zero spatial Pad into the Conv that reads it (ONNX Conv takes asymmetric pads);
-  4. turns each zero channel Pad (the teacher's residual widening) into a 1×1 Conv with [I; 0] weights: exact.
+  4. turns each zero channel Pad (the teacher's residual widening) into a 1×1 Conv with [I; 0] weights: exact;
+  5. drops the opset imports ORT adds for domains no node uses.
 The exporter's parity check then compares the rewritten graph against torch.
 """
 from __future__ import annotations
@@ -115,6 +116,10 @@ def optimise(path: Path) -> dict:
     constant_fold(path)
     model = onnx.load(str(path))
     spatial, widened = fold_pads(model)
+    used = {n.domain for n in model.graph.node} | {""}
+    kept = [o for o in model.opset_import if o.domain in used]   # ORT lists all its domains; other tools need not
+    del model.opset_import[:]
+    model.opset_import.extend(kept)
     onnx.checker.check_model(model)
     onnx.save(model, str(path))
     return {"nonzero_folded": nonzero, "pads_into_conv": spatial, "channel_pads_as_conv": widened}
