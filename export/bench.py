@@ -42,7 +42,7 @@ def _decode(source: Path, frames: int) -> tuple[list[np.ndarray], list[float]]:
     return images, times
 
 
-def bench_backend(tracker, frames: list[np.ndarray], rounds: int, peer=None):
+def bench_backend(tracker, frames: list[np.ndarray], rounds: int, peer: "MediaPipePeer | None" = None):
     """Stage ms for one backend over `rounds` passes of the frames, each pass from a fresh start. With a `peer`
     (MediaPipe), the peer processes each frame right after ours, so both see the same machine state; also returns
     the last pass's results (for the texture and render stages)."""
@@ -51,7 +51,7 @@ def bench_backend(tracker, frames: list[np.ndarray], rounds: int, peer=None):
     peer_ms, detect_total = [], 0.0
     for _ in range(rounds):
         tracker.reset()
-        step = peer() if peer is not None else None
+        step = peer.start() if peer is not None else None
         results = []
         for frame in frames:
             t0 = time.perf_counter()
@@ -104,33 +104,41 @@ def bench_render(tracker, frames: list[np.ndarray], results: list) -> float | No
     return _ms(times)
 
 
-def mediapipe_peer(frames: list[np.ndarray]):
-    """MediaPipe FaceMesh in tracking mode as a peer: a callable that starts a fresh tracking graph and returns its
-    `step(frame) -> ms`; None when mediapipe is not installed. Warmed up once (model load, first allocations)."""
-    try:
-        import mediapipe as mp
-    except ImportError:
-        return None
+class MediaPipePeer:
+    """MediaPipe FaceMesh in tracking mode, timed frame by frame: `start()` opens a fresh tracking graph (closing
+    the previous one) and returns `step(frame) -> ms`. `create` returns None when mediapipe is not installed."""
 
-    def face_mesh():
-        return mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=False, max_num_faces=1)
+    def __init__(self, mp, warm_up: np.ndarray):
+        self._mp, self._graph = mp, None
+        with self._face_mesh() as fm:
+            fm.process(warm_up)             # model load and first-run allocations, outside the timings
 
-    with face_mesh() as fm:
-        fm.process(frames[0])
-    current = []                            # the running round's graph, closed when the next round starts
+    @classmethod
+    def create(cls, frames: list[np.ndarray]) -> "MediaPipePeer | None":
+        try:
+            import mediapipe as mp
+        except ImportError:
+            return None
+        return cls(mp, frames[0])
 
-    def start():
-        while current:
-            current.pop().close()
-        fm = face_mesh()
-        current.append(fm)
+    def _face_mesh(self):
+        return self._mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=False,
+                                                     max_num_faces=1)
+
+    def start(self):
+        self.close()
+        fm = self._graph = self._face_mesh()
 
         def step(frame) -> float:
             t0 = time.perf_counter()
             fm.process(frame)
             return 1000 * (time.perf_counter() - t0)
         return step
-    return start
+
+    def close(self) -> None:
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
 
 
 def available_backends() -> list[str]:
@@ -169,7 +177,7 @@ def bench(package: str | Path, source: str | Path | None = None, frames: int = D
         images, decode = _decode(Path(source), frames)
     if len(images) < 2:
         raise UserError(f"{source}: needs at least 2 frames to bench (got {len(images)})")
-    peer = mediapipe_peer(images)
+    peer = MediaPipePeer.create(images)
     per_backend, main = {}, None
     for backend in available_backends():
         tracker = open_tracker(pkg, backend, threads, precision)
@@ -178,6 +186,8 @@ def bench(package: str | Path, source: str | Path | None = None, frames: int = D
         if main is None:                    # the first available backend is what `auto` picks
             main = backend
             render = bench_render(tracker, images, results)
+    if peer is not None:
+        peer.close()
     best = per_backend[main]
     mp_ms = best.get("mediapipe")
     stages = {"decode": _ms(decode), **{k: best[k] for k in ("detect", "detect_amortised", "crop", "tracker",
@@ -186,7 +196,8 @@ def bench(package: str | Path, source: str | Path | None = None, frames: int = D
     import onnxruntime as ort
 
     return {
-        "package": str(pkg.path), "source": label, "frames": len(images), "rounds": rounds, "frame_size": list(images[0].shape[1::-1]),
+        "package": str(pkg.path), "source": label, "frames": len(images), "rounds": rounds,
+        "frame_size": list(images[0].shape[1::-1]),
         "frames_found": best["frames_found"],
         "backend": best["name"], "fallback": best["fallback"],
         "stages": stages,
@@ -202,6 +213,8 @@ def bench(package: str | Path, source: str | Path | None = None, frames: int = D
 
 
 def add_parser(sub) -> None:
+    from export.runtime import PRECISIONS
+
     p = sub.add_parser("bench", help="per-stage ms of the live path per backend, vs MediaPipe in the same run")
     p.add_argument("package", metavar="PACKAGE", type=Path)
     p.add_argument("--json", required=True, type=Path)
@@ -209,7 +222,7 @@ def add_parser(sub) -> None:
     p.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
     p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
                    help="passes over the frames, each from a fresh start (medians over all)")
-    p.add_argument("--precision", choices=("auto", "fp32"), default="auto",
+    p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: the int8 tracker graph on the CPU provider when the package has one")
     p.add_argument("--threads", type=int,
                    help="ONNX Runtime intra-op threads (default: the runtime's, 1; 0: ONNX Runtime's choice)")

@@ -77,8 +77,8 @@ def load_colour(run: Path) -> dam_module.ColourCorrection:
 
 
 class _DepthwisePReLU(nn.Module):
-    """The teacher's PReLU as x + (1 − α)·relu(−x), both products depthwise 1×1 convs: ONNX Runtime keeps these in
-    its blocked conv layout, where a broadcast Mul (max(x, αx)) or GreaterOrEqual + Where forced a layout copy
+    """The teacher's PReLU as x + (1 − α)·relu(−x), both products depthwise 1×1 convs: ONNX Runtime keeps these
+    in its blocked conv layout, where a broadcast Mul (max(x, αx)) or GreaterOrEqual + Where forced a layout copy
     before and after every PReLU. Equal to αx for x < 0 within an ulp (parity is checked at export)."""
 
     def __init__(self, alpha: torch.Tensor):
