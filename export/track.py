@@ -252,13 +252,14 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: the int8 tracker graph on the CPU provider when the package has one")
+    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default 1; 0: ONNX Runtime's choice)")
     p.add_argument("--max-frames", type=int)
     p.add_argument("--texture-hz", type=float, default=TEXTURE_HZ, help="most texture decodes per second of video")
     p.set_defaults(run=_run)
 
 
 def _run(args) -> None:
-    r = track(args.package, args.source, args.out, args.backend, args.max_frames, args.texture_hz,
-              precision=args.precision)
+    r = track(args.package, args.source, args.out, args.backend, args.max_frames, args.texture_hz, args.threads,
+              args.precision)
     print(f"tracked {r['frames_found']}/{r['frames']} frames, geometry {r['stages_ms']['geometry']} ms median, "
           f"{r['texture']['decoded']} texture decodes → {args.out}")
