@@ -95,7 +95,18 @@ def enumerate_cameras(max_index: int = 9) -> list[CameraInfo]:
     return [info for i in _candidate_indices(max_index) if (info := probe_camera(i)) is not None]
 
 
-class CameraSource:
+class _Capture:
+    """What the OpenCV-backed sources share: the capture in `_cap`, released once by close()."""
+
+    _cap = None
+
+    def close(self) -> None:
+        if self._cap is not None:
+            self._cap.release()
+            self._cap = None
+
+
+class CameraSource(_Capture):
     """cv2.VideoCapture on device `index`; MJPEG first (USB webcams reach their full frame rate only with it)."""
 
     paced = True
@@ -130,13 +141,8 @@ class CameraSource:
         self._count += 1
         return Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.monotonic(), self._count - 1)
 
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
 
-
-class FileSource:
+class FileSource(_Capture):
     """A video file played at its own fps, looping at the end (`loop=False`: SourceError at the end)."""
 
     paced = False
@@ -173,11 +179,6 @@ class FileSource:
             raise SourceError(f"{self.name}: end of file" if self._pos else f"{self.name}: no frames")
         self._pos += 1
         return Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.monotonic(), self._pos - 1)
-
-    def close(self) -> None:
-        if self._cap is not None:
-            self._cap.release()
-            self._cap = None
 
 
 def open_source(spec: str, synthetic_clip: str | Path | None = None):

@@ -27,7 +27,8 @@ FORMAT, VERSION = "facetrack-package", 1
 MANIFEST = "manifest.json"
 # The embedded default performer (scripts/build_sample.sh), with its synthetic clip for demo and studio.
 SAMPLE_PACKAGE = Path(__file__).resolve().parent / "sample_package"
-GRAPHS = ("tracker.onnx", "texture.onnx", "detector.onnx")
+GRAPH_NAMES = ("tracker", "texture", "detector")
+GRAPHS = tuple(f"{name}.onnx" for name in GRAPH_NAMES)
 INT8_TRACKER = "tracker_int8.onnx"
 TOPOLOGY = "topology.npz"
 

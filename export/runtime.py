@@ -24,7 +24,7 @@ import numpy as np
 from engine import pose
 from engine.detection import Crop, crop_from_detection, crop_from_landmarks, detections, detector_input, ssd_anchors
 from engine.errors import UserError
-from export.package import INT8_TRACKER, Package, open_package
+from export.package import GRAPH_NAMES, INT8_TRACKER, Package, open_package
 
 MIN_PRESENCE = 0.5
 # ONNX Runtime intra-op threads when none are asked for. The graphs are small (~4 ms on one core): on 2 cores a
@@ -65,9 +65,6 @@ def _trt_cache(package: Package) -> Path:
     return path
 
 
-GRAPHS = ("tracker", "texture", "detector")
-
-
 def sessions(package: Package, backend: str = "auto", threads: int | None = None, precision: str = "auto"):
     """Sessions for the three graphs + (backend name, fallback line or None). `tensorrt` and `auto`: native
     TensorRT engines where they build and run, the other graphs on ONNX Runtime (TensorRT → CUDA → CPU).
@@ -88,14 +85,14 @@ def sessions(package: Package, backend: str = "auto", threads: int | None = None
         from export import trt_engine
 
         try:
-            made, problems, native_label = trt_engine.open_sessions(package, GRAPHS)
+            made, problems, native_label = trt_engine.open_sessions(package, GRAPH_NAMES)
             by_reason: dict[str, list[str]] = {}
             for graph, reason in problems.items():
                 by_reason.setdefault(reason, []).append(graph)
             native_why = "; ".join(f"{', '.join(gs)}: {reason}" for reason, gs in by_reason.items())
         except trt_engine.TrtUnavailable as err:
             native_why = str(err)
-    rest = [name for name in GRAPHS if name not in made]
+    rest = [name for name in GRAPH_NAMES if name not in made]
     available = ort.get_available_providers()
     wanted = ["tensorrt", "cuda", "cpu"] if trt_first else [backend]
     order = [b for b in wanted if _PROVIDERS[b] in available] or ["cpu"]
@@ -127,8 +124,8 @@ def sessions(package: Package, backend: str = "auto", threads: int | None = None
     running = made[rest[0]].get_providers()[0]
     actual = next((b for b, p in _PROVIDERS.items() if p == running), running)
     on_ort = f"onnxruntime/{running}"
-    if len(rest) < len(GRAPHS):
-        name = f"{native_label} ({', '.join(n for n in GRAPHS if n not in rest)}) + {on_ort} ({', '.join(rest)})"
+    if len(rest) < len(GRAPH_NAMES):
+        name = f"{native_label} ({', '.join(n for n in GRAPH_NAMES if n not in rest)}) + {on_ort} ({', '.join(rest)})"
     else:
         name = on_ort
     if int8 and "tracker" in rest:
@@ -139,7 +136,7 @@ def sessions(package: Package, backend: str = "auto", threads: int | None = None
         else:
             state = "failed to initialise" if _PROVIDERS["tensorrt"] in available else "not in this onnxruntime build"
             ort_why = f"ORT {_PROVIDERS['tensorrt']} {state}; running on {running}"
-        scope = "" if len(rest) == len(GRAPHS) else f" for {', '.join(rest)}"
+        scope = "" if len(rest) == len(GRAPH_NAMES) else f" for {', '.join(rest)}"
         return made, name, f"wanted tensorrt (native): {native_why}; {ort_why}{scope}"
     fallback = None
     if actual != backend:

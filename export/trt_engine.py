@@ -52,8 +52,9 @@ from typing import Callable
 
 import numpy as np
 
+from export.package import GRAPH_NAMES
+
 MODULES = ("tensorrt", "tensorrt_rtx")
-GRAPH_NAMES = ("tracker", "texture", "detector")
 RECIPE = 1                 # bump when prepare_onnx changes what TensorRT is given: cached plans are then rebuilt
 _FP16_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
 _MOVES = {"Transpose", "Reshape", "Identity", "Squeeze", "Unsqueeze", "Flatten"}   # reorder, never change values
