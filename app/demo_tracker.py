@@ -12,10 +12,10 @@ import time
 import cv2
 import numpy as np
 
-from app.results import Result
 from engine import expressions
 from engine.pose import project
 from engine.topology import topology
+from engine.tracking import FaceResult
 
 SKIN, LIPS, EYES, GRID = (214, 168, 140), (176, 86, 88), (70, 52, 44), (190, 145, 120)
 
@@ -54,7 +54,7 @@ class DemoTracker:
     def reset(self) -> None:
         self.calls = 0
 
-    def __call__(self, frame_rgb: np.ndarray) -> Result | None:
+    def __call__(self, frame_rgb: np.ndarray) -> FaceResult | None:
         t0 = time.perf_counter()
         self.calls += 1
         if self.delay_s:
@@ -73,7 +73,7 @@ class DemoTracker:
         H = np.array([f, 0.15 * math.sin(0.6 * s), 0.4 * math.sin(0.4 * s), 0.1 * math.sin(0.3 * s),
                       w / 2 + 0.05 * w * math.sin(0.25 * s), h / 2 + 0.03 * h * math.sin(0.35 * s)])
         ms = (time.perf_counter() - t0) * 1e3
-        return Result(G=G, points=project(G.astype(np.float64), H).astype(np.float32), H=H,
+        return FaceResult(G=G, points=project(G.astype(np.float64), H).astype(np.float32), H=H,
                       z=np.zeros(128, np.float32) + a.mean(), presence=1.0,
                       stages_ms={"detect": 0.0, "crop": 0.0, "tracker": ms})
 

@@ -13,16 +13,13 @@ Writing blocks on disk and on the encoder pipe: call it from a recording worker,
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
 
 import numpy as np
 
-from export.expressions import ARKIT_NAMES
 
 MANIFEST, VIDEO, FRAMES, VERTICES = "session.json", "video.mp4", "frames.jsonl", "vertices.f32"
 FORMAT_VERSION = 1
@@ -191,46 +188,8 @@ def load_session(folder: str | Path) -> Session:
 
 
 # ---------------------------------------------------------------- exports
-# Live Link Face's CSV columns: ARKit's 52 with a capital first letter, then head and eye rotations (61 values).
-LLF_ROTATIONS = ("HeadYaw", "HeadPitch", "HeadRoll", "LeftEyeYaw", "LeftEyePitch", "LeftEyeRoll",
-                 "RightEyeYaw", "RightEyePitch", "RightEyeRoll")
-LLF_COLUMNS = tuple(n[0].upper() + n[1:] for n in ARKIT_NAMES) + LLF_ROTATIONS
-
-
-def timecode(seconds_of_day: float, fps: float) -> str:
-    """HH:MM:SS:FF.mmm — frame FF within the second at `fps`, .mmm the fraction of that frame (Live Link style)."""
-    s = math.floor(seconds_of_day)
-    frames = (seconds_of_day - s) * fps
-    ff = min(int(frames), max(0, math.ceil(fps) - 1))
-    sub = min(int(round((frames - ff) * 1000)), 999)
-    s %= 86400
-    return f"{s // 3600:02d}:{s // 60 % 60:02d}:{s % 60:02d}:{ff:02d}.{sub:03d}"
-
-
-def head_angles_arkit(H: np.ndarray) -> np.ndarray:
-    """[..., 3] (yaw, pitch, roll) in radians in ARKit's face frame (x = subject's left, y up, z to the viewer).
-
-    That frame is ours turned 180° about x, which negates rotations about y and z: yaw = −ry (positive: the
-    subject turns to their left), pitch = rx (positive: looks down), roll = −rz.
-    """
-    return np.stack([-H[..., 2], H[..., 1], -H[..., 3]], axis=-1)
-
-
-def export_csv(session: Session, path: str | Path) -> None:
-    """Write the session as a Live Link Face CSV (time of day from the session's start, its fps)."""
-    fps = session.manifest["fps"]
-    start = datetime.fromtimestamp(session.manifest["started_unix"])
-    day0 = start.hour * 3600 + start.minute * 60 + start.second + start.microsecond / 1e6
-    index = {n: k for k, n in enumerate(session.names)}
-    t0 = session.t[0] if len(session) else 0.0
-    angles = head_angles_arkit(session.H)
-    with open(path, "w", encoding="utf-8", newline="") as f:
-        f.write(",".join(("Timecode", "BlendShapeCount") + LLF_COLUMNS) + "\n")
-        for i in range(len(session)):
-            values = [session.E[i, index[n]] if n in index else 0.0 for n in ARKIT_NAMES]
-            values += [*angles[i], 0.0, 0.0, 0.0, 0.0, 0.0, 0.0]  # no gaze estimate
-            tc = timecode(day0 + session.t[i] - t0, fps)
-            f.write(f"{tc},{len(LLF_COLUMNS)}," + ",".join(f"{v:.6g}" for v in values) + "\n")
+# The Live Link Face CSV (its own column order) lives in app.livelink; these names stay importable from here.
+from app.livelink import LLF_COLUMNS, LLF_ROTATIONS, export_csv, head_angles_arkit, timecode  # noqa: E402, F401
 
 
 def export_obj_sequence(session: Session, folder: str | Path, triangles: np.ndarray, uv: np.ndarray) -> list[Path]:

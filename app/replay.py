@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 
 from app.recording import VIDEO, load_session
-from app.results import Result
 from app.sources import Frame, SourceError
 from engine.canonical import load as canonical_shape
 from engine.pose import project
+from engine.tracking import FaceResult
 
 
 class SessionSource:
@@ -41,12 +41,12 @@ class SessionSource:
         self.fps = float(self.session.manifest.get("fps") or 30.0)
         self._cap, self._i, self._start = cap, 0, self._clock()
 
-    def result(self, i: int) -> Result:
+    def result(self, i: int) -> FaceResult:
         """The recorded result of frame i (without recorded vertices: the canonical face in the recorded pose)."""
         s = self.session
         G = s.G[i] if s.G is not None and not np.isnan(s.G[i]).any() else canonical_shape()[0]
         H = s.H[i]
-        r = Result(G=G, points=project(G.astype(np.float64), H), H=H, z=s.z[i])
+        r = FaceResult(G=G, points=project(G.astype(np.float64), H), H=H, z=s.z[i])
         r.expressions = s.expressions(i)
         return r
 

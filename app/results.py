@@ -1,7 +1,7 @@
 """What flows from the track worker to the UI, recorder and streamer.
 
-`Result` has the fields of the runtime's TrackResult that the studio reads (export.runtime); the replay and the
-demo tracker build it, a real tracker returns its own (any object with these attributes works).
+A tracker's own per-frame answer is engine.tracking.FaceResult (the one result type: every tracker, the replay
+and the demo tracker return it).
 `Tracked` is one processed frame as the UI sees it: the frame, the (smoothed) face or None, and timings.
 """
 from __future__ import annotations
@@ -11,16 +11,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from app.sources import Frame
-
-
-@dataclass
-class Result:
-    G: np.ndarray            # [468,3] canonical cm
-    points: np.ndarray       # [468,2] frame pixels
-    H: np.ndarray            # [6] pose in frame pixels
-    z: np.ndarray            # [Z] latent code
-    presence: float = 1.0
-    stages_ms: dict = field(default_factory=dict)
 
 
 @dataclass

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from app.vmc import DEFAULT_HOST, DEFAULT_PORT
+from engine import options
 from export.package import SAMPLE_PACKAGE
 
 # The `synthetic` source plays the package's `synthetic.mp4` (the sample package ships one); this is the
@@ -30,17 +31,17 @@ SCREENSHOT_TIMEOUT_S = 120  # --screenshot gives up waiting for frames after thi
 
 
 def parse_args(argv):
-    p = argparse.ArgumentParser(prog="facetrack studio", description="Live face-performance tracking studio")
+    p = options.Parser(prog="facetrack studio", description="Live face-performance tracking studio")
     p.add_argument("--package", default=str(SAMPLE_PACKAGE) if SAMPLE_PACKAGE.is_dir() else None,
                    help="performer package folder (default: the sample package; 'demo': a model-free stand-in)")
     p.add_argument("--source", default="camera:0", help="camera:N | video file | synthetic")
     p.add_argument("--synthetic-clip", default=None, help=argparse.SUPPRESS)
     p.add_argument("--stream", action="store_true", help="stream VMC from the start")
     p.add_argument("--host", default=DEFAULT_HOST)
-    p.add_argument("--port", type=int, default=DEFAULT_PORT)
+    p.add_argument("--port", type=options.port, default=DEFAULT_PORT)
     p.add_argument("--record", metavar="DIR", help="record a session under DIR from the start")
     p.add_argument("--screenshot", metavar="PNG", help="save the window after --frames frames, then quit")
-    p.add_argument("--frames", type=int, default=60)
+    p.add_argument("--frames", type=options.count(1, 1_000_000), default=60)
     return p.parse_args(argv)
 
 

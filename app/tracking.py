@@ -83,6 +83,8 @@ class TrackWorker(Worker):
         stages["track"] = (self._clock() - t0) * 1e3
         if result is None:
             self._smoother.reset()  # the next face starts fresh (the tracker re-detects)
+            if (sender := self.sender) is not None and frame.recorded is None:
+                sender.send_lost()  # receivers see tracking loss (VMC's OK state), not a frozen face
         else:
             self._fill(item, result, frame, stages)
         stages["latency"] = (self._clock() - frame.t) * 1e3  # capture → result, the number a performer feels

@@ -1,8 +1,29 @@
 """Stream the performance to avatar apps with the VMC protocol (OSC over UDP, default 127.0.0.1:39539).
 
-One OSC bundle per frame, in the order VMC senders use and receivers apply atomically:
-    /VMC/Ext/OK 1 · /VMC/Ext/T time · /VMC/Ext/Bone/Pos "Head" px py pz qx qy qz qw
-    · /VMC/Ext/Blend/Val name value (one per expression) · /VMC/Ext/Blend/Apply
+What one tracked frame sends (protocol.vmc.info, Marionette spec; checked against EVMC4U's ExternalReceiver
+with its default settings), as OSC bundles of at most MAX_DATAGRAM bytes, in this order:
+
+    /VMC/Ext/OK   (i)1 (i)calibration state (i)0 (i)tracking    loaded; 3 = calibrated once a neutral pose is
+                                                                set, else 0; mode 0 = normal (EVMC4U ties its
+                                                                MR scale option to the mode); tracking 1 / 0
+    /VMC/Ext/T    (f)seconds                                    sender time
+    /VMC/Ext/Root/Pos (s)"root" (f)p.xyz (f)q.xyzw              the head's translation from the neutral pose
+                                                                moves the whole avatar; rotation identity
+    /VMC/Ext/Bone/Pos (s)"Head" (f)p.xyz (f)q.xyzw              the head rotation; p = the bone's local position
+    /VMC/Ext/Bone/Pos (s)"LeftEye", "RightEye" ...              gaze rotations (identity without gaze)
+    /VMC/Ext/Blend/Val (s)name (f)value                         ARKit's names and/or VRM's presets
+    /VMC/Ext/Blend/Apply                                        last, after every value
+
+A frame without a face (`send_lost`) sends only /VMC/Ext/OK with tracking 0 and /VMC/Ext/T; the receiver keeps
+the last pose. The bundles of one frame are cut where the next message would not fit, so the first one holds OK,
+T, the root and the bones and the Apply comes last; receivers collect values until Apply (EVMC4U does).
+
+Bone positions. Receivers apply /VMC/Ext/Bone/Pos positions as the bone's *local* position (EVMC4U's default
+BonePositionSynchronize = true sets `transform.localPosition` from it), so the tracked translation must never
+go there (it would pull the head off the neck) and (0, 0, 0) would sink the head into the neck joint. We send
+constant local offsets typical of a VRoid-sized humanoid (BONE_POSITIONS); pass `bone_positions` with your
+avatar's own values (Unity inspector: the bone's localPosition) or turn bone-position sync off in the receiver
+if the defaults misplace the head or eyes.
 
 Our frames → Unity's (left-handed, x right, y up, z forward; the avatar stands where the performer stands and
 faces the viewer, not mirrored):
@@ -12,31 +33,39 @@ faces the viewer, not mirrored):
 - Rotation: R_unity = (−I) R (−I)⁻¹ = R. The matrix entries are unchanged and the quaternion is the usual one of
   R; the handedness flip is absorbed by reading it in Unity's axes. Check: yaw ry = +30° (the subject turns to
   their right) gives q = (0, sin 15°, 0, cos 15°) = Unity's Quaternion.Euler(0, 30, 0), which turns the avatar's
-  nose from +z towards +x, the avatar's right.
-- Position: metres, the head's translation from a calibrated neutral position (the first frame sent unless
-  `calibrate(H)` is called). Weak perspective gives the head's depth up to the unknown focal length, so with f in
-  pixels per cm the head sits at depth d = d0 · f0 / f, where d0 (`neutral_distance_m`) is the assumed distance
-  at calibration; sideways offsets are (t − t0) / f cm at that depth. H's t must be in a fixed image frame (full
-  frame, not a moving crop) for the position to mean head motion.
-The rotation is sent absolute (a frontal head is identity); VMC receivers treat it as the Head bone's local
-rotation, so send no neck/spine bones alongside it.
+  nose from +z towards +x, the avatar's right. Eye rotations use the same rule on R(pitch, yaw, 0).
+- Position: metres, the head's translation from a calibrated neutral position (app.senders.HeadOffset).
+The head rotation is sent absolute (a frontal head is identity) as the Head bone's local rotation; with
+`neck=True` it is split evenly between Neck and Head (each gets half the angle about the same axis).
 """
 from __future__ import annotations
 
-import logging
 import math
+import struct
 import time
 
 import numpy as np
-from pythonosc.osc_bundle_builder import IMMEDIATELY, OscBundleBuilder
 from pythonosc.osc_message_builder import OscMessageBuilder
-from pythonosc.udp_client import UDPClient
 
+from app.senders import HeadOffset, UDPSender, gaze_pair
 from engine.pose import rotation_matrix
-
-log = logging.getLogger(__name__)
+from export.expressions import vrm_expressions
 
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 39539
+# 1500 B Ethernet MTU − 20 B IPv4 header − 8 B UDP header: the largest payload that is never fragmented.
+MAX_DATAGRAM = 1472
+EXPRESSION_SETS = ("both", "arkit", "vrm")
+CALIBRATED, UNCALIBRATED = 3, 0  # VMC calibration states (WaitingForCalibrating = 1 and Calibrating = 2 unused)
+
+# Local bone positions (metres, Unity axes, parent bone's frame) of a typical ~1.5 m VRoid humanoid: Head above
+# the Neck joint, the eyes above and in front of the Head joint (the avatar's left eye at −x).
+BONE_POSITIONS = {
+    "Neck": (0.0, 0.10, 0.0),
+    "Head": (0.0, 0.09, 0.0),
+    "LeftEye": (-0.03, 0.065, 0.03),
+    "RightEye": (0.03, 0.065, 0.03),
+}
+IDENTITY = (0.0, 0.0, 0.0, 1.0)
 
 
 def quaternion(R: np.ndarray) -> tuple[float, float, float, float]:
@@ -62,85 +91,128 @@ def head_rotation_unity(H) -> tuple[float, float, float, float]:
     return quaternion(rotation_matrix(np.asarray(H, dtype=np.float64)[1:4]))
 
 
-class HeadPosition:
-    """Head translation from a neutral pose, in metres in Unity's frame (see the module notes)."""
+def eye_rotation_unity(yaw: float, pitch: float) -> tuple[float, float, float, float]:
+    """Eye bone quaternion for a gaze (yaw, pitch) in H's convention (yaw > 0: towards the subject's right)."""
+    return quaternion(rotation_matrix(np.array([pitch, yaw, 0.0])))
 
-    def __init__(self, neutral_distance_m: float = 0.6):
-        self.d0 = neutral_distance_m
-        self.neutral = None
 
-    def calibrate(self, H) -> None:
-        self.neutral = np.asarray(H, dtype=np.float64).copy()
+def half_rotation(q) -> tuple[float, float, float, float]:
+    """The quaternion turning half as far about the same axis (q·q of the result is q; w ≥ 0 assumed)."""
+    x, y, z, w = q
+    n = math.sqrt(2.0 * (1.0 + w))
+    return (x / n, y / n, z / n, (1.0 + w) / n)
+
+
+class HeadPosition(HeadOffset):
+    """Head translation from a neutral pose, in metres in Unity's frame (v_unity = −v_ours; see the module notes)."""
 
     def __call__(self, H) -> tuple[float, float, float]:
-        H = np.asarray(H, dtype=np.float64)
-        if self.neutral is None:
-            self.calibrate(H)
-        f0, f = self.neutral[0], H[0]
-        x_cm, y_cm = (H[4:6] - self.neutral[4:6]) / f          # sideways, at the head's current depth
-        dz_m = self.d0 * (f0 / f - 1.0)                        # smaller f: further away (+z in our frame)
-        ours = np.array([x_cm / 100.0, y_cm / 100.0, dz_m])
-        return tuple(float(v) for v in -ours)                  # v_unity = −v_ours
+        return tuple(float(v) for v in -self.offset(H))
 
 
-def _message(address: str, *args):
+def _message(address: str, *args) -> bytes:
     builder = OscMessageBuilder(address)
     for a in args:
         builder.add_arg(a)
-    return builder.build()
+    return builder.build().dgram
 
 
-class VMCSender:
-    """Sends one VMC bundle per frame. Network errors are logged once and never raised (UDP is best effort);
-    after one, frames are dropped for RETRY_S seconds rather than retried every frame."""
+def pack_bundles(messages: list[bytes], limit: int = MAX_DATAGRAM) -> list[bytes]:
+    """OSC bundles ('#bundle', time tag "immediately", size-prefixed elements) of at most `limit` bytes each,
+    keeping the messages' order and cutting only where the next one would not fit."""
+    header = b"#bundle\x00" + struct.pack(">Q", 1)
+    bundles, current = [], header
+    for m in messages:
+        element = struct.pack(">i", len(m)) + m
+        if len(header) + len(element) > limit:
+            raise ValueError(f"an OSC message of {len(m)} bytes does not fit in a {limit}-byte datagram")
+        if len(current) + len(element) > limit:
+            bundles.append(current)
+            current = header
+        current += element
+    if current != header:
+        bundles.append(current)
+    return bundles
 
-    RETRY_S = 2.0
 
-    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, neutral_distance_m: float = 0.6):
-        self.address = (host, port)
+class VMCSender(UDPSender):
+    """Sends each frame as VMC bundles (see the module notes). `expressions` picks the blendshape names sent:
+    "arkit" (the 52 names as given, for perfect-sync avatars), "vrm" (VRM 0.x presets computed by
+    export.expressions.vrm_expressions) or "both" (ARKit first, then VRM)."""
+
+    PROTOCOL = "VMC"
+    DEFAULT_HOST, DEFAULT_PORT = DEFAULT_HOST, DEFAULT_PORT
+
+    def __init__(self, host: str = DEFAULT_HOST, port: int = DEFAULT_PORT, neutral_distance_m: float = 0.6,
+                 expressions: str = "both", neck: bool = False, bone_positions: dict | None = None,
+                 max_datagram: int = MAX_DATAGRAM):
+        if expressions not in EXPRESSION_SETS:
+            raise ValueError(f"expressions must be one of {EXPRESSION_SETS}, not {expressions!r}")
+        super().__init__(host, port)
         self.position = HeadPosition(neutral_distance_m)
+        self.expressions = expressions
+        self.neck = neck
+        self.bone_positions = {**BONE_POSITIONS, **(bone_positions or {})}
+        self.max_datagram = max_datagram
         self._start = time.monotonic()
-        self._client = None
-        self._warned = False
-        self._retry_at = 0.0  # after a failure, wait before trying again (a bad host name costs a DNS lookup)
 
     def calibrate(self, H) -> None:
-        """Make pose H the neutral head position (position (0, 0, 0))."""
+        """Make pose H the neutral head position (root position (0, 0, 0))."""
         self.position.calibrate(H)
 
-    def bundle(self, H, expressions: dict[str, float], timestamp: float | None = None):
-        """The OSC bundle for one frame (see the module notes for its contents and order)."""
-        t = time.monotonic() - self._start if timestamp is None else timestamp
-        b = OscBundleBuilder(IMMEDIATELY)
-        b.add_content(_message("/VMC/Ext/OK", 1))
-        b.add_content(_message("/VMC/Ext/T", float(t)))
-        b.add_content(_message("/VMC/Ext/Bone/Pos", "Head", *self.position(H), *head_rotation_unity(H)))
-        for name, value in expressions.items():
-            b.add_content(_message("/VMC/Ext/Blend/Val", str(name), float(value)))
-        b.add_content(_message("/VMC/Ext/Blend/Apply"))
-        return b.build()
+    # -- building the datagrams ------------------------------------------------------------------------------
+    def _time(self, timestamp: float | None) -> float:
+        return float(time.monotonic() - self._start if timestamp is None else timestamp)
 
-    def send(self, H, expressions: dict[str, float], timestamp: float | None = None) -> bool:
-        """Send one frame; timestamp (s) goes out as /VMC/Ext/T (default: seconds since this sender started).
+    def _status(self, tracking: int, timestamp: float | None) -> list[bytes]:
+        calibration = UNCALIBRATED if self.position.neutral is None else CALIBRATED
+        return [_message("/VMC/Ext/OK", 1, calibration, 0, tracking), _message("/VMC/Ext/T", self._time(timestamp))]
 
-        Returns False if the frame could not be sent (nothing listening is not an error for UDP).
-        """
-        frame = self.bundle(H, expressions, timestamp)
-        if time.monotonic() < self._retry_at:
-            return False
-        try:
-            if self._client is None:
-                self._client = UDPClient(*self.address)
-            self._client.send(frame)
-            return True
-        except OSError as e:  # unknown host, unreachable, full buffer: keep tracking, say it once
-            if not self._warned:
-                log.warning("VMC: cannot send to %s:%d (%s); further errors are silent", *self.address, e)
-                self._warned = True
-            self._retry_at = time.monotonic() + self.RETRY_S
-            return False
+    def _bone(self, name: str, rotation) -> bytes:
+        return _message("/VMC/Ext/Bone/Pos", name, *(float(v) for v in self.bone_positions[name]),
+                        *(float(v) for v in rotation))
 
-    def close(self) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+    def blend_values(self, expressions: dict[str, float]) -> dict[str, float]:
+        """The /VMC/Ext/Blend/Val names and values sent for these ARKit expressions, in sending order."""
+        out = {}
+        if self.expressions in ("both", "arkit"):
+            out.update((str(k), float(v)) for k, v in expressions.items())
+        if self.expressions in ("both", "vrm"):
+            out.update(vrm_expressions(expressions))
+        return out
+
+    def messages(self, H, expressions: dict[str, float], gaze=None, timestamp: float | None = None) -> list[bytes]:
+        """The OSC messages of one tracked frame, in sending order (see the module notes)."""
+        root = self.position(H)
+        head = head_rotation_unity(H)
+        out = self._status(1, timestamp)
+        out.append(_message("/VMC/Ext/Root/Pos", "root", *root, *IDENTITY))
+        if self.neck:
+            half = half_rotation(head)
+            out += [self._bone("Neck", half), self._bone("Head", half)]
+        else:
+            out.append(self._bone("Head", head))
+        eyes = gaze_pair(gaze)
+        left, right = (IDENTITY, IDENTITY) if eyes is None else (eye_rotation_unity(*eyes[0]),
+                                                                   eye_rotation_unity(*eyes[1]))
+        out += [self._bone("LeftEye", left), self._bone("RightEye", right)]
+        out += [_message("/VMC/Ext/Blend/Val", n, v) for n, v in self.blend_values(expressions).items()]
+        out.append(_message("/VMC/Ext/Blend/Apply"))
+        return out
+
+    def datagrams(self, H, expressions: dict[str, float], gaze=None, timestamp: float | None = None) -> list[bytes]:
+        """One frame as UDP payloads (OSC bundles of at most max_datagram bytes)."""
+        return pack_bundles(self.messages(H, expressions, gaze, timestamp), self.max_datagram)
+
+    def lost_datagrams(self, timestamp: float | None = None) -> list[bytes]:
+        return pack_bundles(self._status(0, timestamp), self.max_datagram)
+
+    # -- sending ----------------------------------------------------------------------------------------------
+    def send(self, H, expressions: dict[str, float], gaze=None, timestamp: float | None = None) -> bool:
+        """Send one tracked frame; timestamp (s) goes out as /VMC/Ext/T (default: seconds since this sender
+        started). Returns False if the frame could not be sent (nothing listening is not an error for UDP)."""
+        return self.transmit(self.datagrams(H, expressions, gaze, timestamp))
+
+    def send_lost(self, timestamp: float | None = None) -> bool:
+        """Tell the receiver this frame has no face (/VMC/Ext/OK tracking 0); it keeps the last pose."""
+        return self.transmit(self.lost_datagrams(timestamp))

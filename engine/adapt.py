@@ -15,8 +15,6 @@ Test phase (Fig. 5): tracking is then one feed-forward pass of E_I, D and C (`fa
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -25,9 +23,10 @@ import torch
 from tqdm import tqdm
 
 from engine import dam as dam_module
-from engine import i2znet, losses, pose, unwrap, video
+from engine import i2znet, losses, options, pose, unwrap, video
 from engine.enroll import track_frames
 from engine.errors import UserError
+from engine.run import DAM, ENROLLMENT, WEIGHTS, Run
 
 LOSSES = ("cftc", "motc", "flrc")
 # C has 12 parameters and starts at the identity: it gets its own, larger step (`colour_lr`) so that it, not z and H,
@@ -44,8 +43,8 @@ def prepare(video_path: str | Path, start: float = 0.0, stop: float = 1.0, max_f
     crops, K, index = [], [], []
     for _, fi, found in track_frames([info], {}, max_frames, start, stop, label="adapt: teacher"):
         if found is not None:
-            crops.append(found[1])
-            K.append(found[2][:, :2].astype(np.float32))
+            crops.append(found.image)
+            K.append(found.landmarks[:, :2].astype(np.float32))
             index.append(fi)
     if len(index) < 2:
         raise UserError(f"{video_path}: a face was tracked in {len(index)} frames; adaptation needs consecutive frames")
@@ -98,7 +97,7 @@ def adapt(run: str | Path, video_path: str | Path, out: str | Path, active=LOSSE
     if unknown or not active:
         raise UserError(f"unknown or empty choice {sorted(unknown) or '[]'}: losses from {LOSSES}, train from {TRAINABLE}")
     cfg = dict(PROFILES[profile], **({"steps": steps} if steps else {}), **({"lr": lr} if lr else {}))
-    dam, e_i = dam_module.load(run / "dam"), i2znet.load(run / "i2z")
+    dam, e_i = dam_module.load(Run(run).dam), i2znet.load(Run(run).i2z)
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     data = prepare(video_path, start, stop, max_frames)
@@ -160,15 +159,11 @@ def _write_run(run: Path, out: Path, e_i: i2znet.I2ZNet, colour: dam_module.Colo
     """RUN2 = RUN's enrollment and DAM (linked and copied) + the adapted E_I + C."""
     from safetensors.torch import save_file
 
-    out.mkdir(parents=True, exist_ok=True)
-    link = out / "enrollment"
-    if not link.exists():
-        os.symlink((run / "enrollment").resolve(), link, target_is_directory=True)
-    if (out / "dam").resolve() != (run / "dam").resolve():
-        shutil.copytree(run / "dam", out / "dam", dirs_exist_ok=True)
-    i2znet.save(e_i, out / "i2z")
-    (out / "colour").mkdir(exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in colour.state_dict().items()}, str(out / "colour" / "model.safetensors"))
+    adapted = Run(out)
+    adapted.share(Run(run), link=(ENROLLMENT,), copy=(DAM,))
+    i2znet.save(e_i, adapted.i2z)
+    adapted.colour.mkdir(exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in colour.state_dict().items()}, str(adapted.colour / WEIGHTS))
 
 
 def plot(history: dict, before: dict, after: dict, path: Path) -> None:
@@ -204,14 +199,14 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, type=Path)
     p.add_argument("--losses", default=",".join(LOSSES), help="comma list of cftc,motc,flrc")
     p.add_argument("--train", default="heads", help="comma list of heads,pixel (teacher stream stays frozen)")
-    p.add_argument("--steps", type=int)
-    p.add_argument("--lr", type=float, help="Adam learning rate (default: the profile's)")
-    p.add_argument("--threshold", type=float, default=losses.W_THRESHOLD,
+    p.add_argument("--steps", type=options.count(1, 1_000_000))
+    p.add_argument("--lr", type=options.positive(1.0), help="Adam learning rate (default: the profile's)")
+    p.add_argument("--threshold", type=options.fraction, default=losses.W_THRESHOLD,
                    help="W below this counts as unseen in L_CFTC / L_MOTC (default %(default).2f)")
     p.add_argument("--profile", choices=tuple(PROFILES), default="tiny")
-    p.add_argument("--start", type=float, default=0.0)
-    p.add_argument("--stop", type=float, default=1.0)
-    p.add_argument("--max-frames", type=int)
+    p.add_argument("--start", type=options.fraction, default=0.0)
+    p.add_argument("--stop", type=options.fraction, default=1.0)
+    p.add_argument("--max-frames", type=options.count(2))
     p.set_defaults(run=_run)
 
 

@@ -2,7 +2,7 @@
 FaceMesh (tracking mode) timed in the same run on the same frames as the peer.
 
 Stages: frame decode, detect (torch and ONNX Runtime), landmarks on the 192² crop (torch and ONNX Runtime),
-pose fit, unwrap (Eq. 7, one 256² crop), and the whole FaceTracker step. Medians over the frames.
+pose fit, unwrap (Eq. 7, one 256² crop), and the whole tracking-loop step (engine.tracking with the teacher). Medians over the frames.
 """
 from __future__ import annotations
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from engine import canonical, pose, unwrap, video
-from engine.enroll import FaceTracker
-from engine.teacher import LANDMARK_SIZE, Teacher
+from engine import canonical, options, pose, unwrap, video
+from engine.teacher import LANDMARK_SIZE, Teacher, TeacherModel
+from engine.tracking import FaceLoop
 
 DEFAULT_VIDEO = Path(__file__).resolve().parents[2] / "shared/data/videos/obama/obama_weekly_address_office_720p.mp4"
 
@@ -46,7 +46,7 @@ def _onnx_session(net: torch.nn.Module, size: int, folder: Path):
 
 def bench(source: str | Path, frames: int = 200) -> dict:
     teacher, X = Teacher(), canonical.load()[0].astype(np.float64)
-    tracker = FaceTracker(teacher)
+    tracker = FaceLoop(TeacherModel(teacher))
     stages = {k: [] for k in ("decode", "detect_torch", "detect_onnx", "landmarks_torch", "landmarks_onnx",
                               "pose_fit", "unwrap", "tracker_step")}
     samples = []
@@ -63,7 +63,8 @@ def bench(source: str | Path, frames: int = 200) -> dict:
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         det_sess = _onnx_session(teacher.detector, 128, Path(tmp))
         lm_sess = _onnx_session(teacher.landmarker, LANDMARK_SIZE, Path(tmp))
-        for frame, (crop, image, landmarks) in samples:
+        for frame, found in samples:
+            image, landmarks = found.image, found.landmarks
             x = teacher.detector.preprocess(frame)
             stages["detect_torch"].append(_timed(teacher.detector, x)[1])
             stages["detect_onnx"].append(_timed(det_sess.run, None, {"image": x.numpy()})[1])
@@ -73,7 +74,8 @@ def bench(source: str | Path, frames: int = 200) -> dict:
             stages["landmarks_onnx"].append(_timed(lm_sess.run, None, {"image": y.numpy()})[1])
             (H, G), dt = _timed(pose.fit, X, landmarks.astype(np.float64))
             stages["pose_fit"].append(dt)
-        for frame, (crop, image, landmarks) in samples[:50]:
+        for frame, found in samples[:50]:
+            image, landmarks = found.image, found.landmarks
             H, G = pose.fit(X, landmarks.astype(np.float64))
             img = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
             t0 = time.perf_counter()
@@ -111,7 +113,7 @@ def _mediapipe_ms(source, frames: int) -> float | None:
 def add_parser(sub) -> None:
     p = sub.add_parser("bench-teacher", help="per-stage ms of the teacher/enrollment path vs MediaPipe")
     p.add_argument("--video", type=Path, default=DEFAULT_VIDEO)
-    p.add_argument("--frames", type=int, default=200)
+    p.add_argument("--frames", type=options.count(1, 100_000), default=200)
     p.add_argument("--json", type=Path, required=True)
     p.set_defaults(run=_run)
 

@@ -62,13 +62,14 @@ def build(landmarks: np.ndarray, landmarks_of_mirror_image: np.ndarray, image_wi
 def main() -> None:
     import skimage.data
 
-    from engine.enroll import FaceTracker
-    from engine.teacher import Teacher
+    from engine.teacher import TeacherModel
+    from engine.tracking import FaceLoop
 
     image = skimage.data.astronaut()
     runs = []
     for img in (image, np.ascontiguousarray(image[:, ::-1])):
-        crop, _, landmarks = FaceTracker(Teacher())(img)
+        found = FaceLoop(TeacherModel())(img)
+        crop, landmarks = found.crop, found.landmarks
         runs.append(np.column_stack([crop.to_frame(landmarks[:, :2], 256), landmarks[:, 2] * crop.size / 256]))
     np.savez(ASSET, **build(runs[0], runs[1], image.shape[1]))
     print(f"wrote {ASSET}")

@@ -6,6 +6,7 @@ import importlib
 import sys
 from pathlib import Path
 
+from engine import options
 from engine.errors import UserError
 
 
@@ -58,31 +59,31 @@ BUILT_IN = ("synth", "enroll", "demo", "studio")
 
 
 def parser(command: str | None = None) -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="facetrack", description=__doc__)
+    p = options.Parser(prog="facetrack", description=__doc__)
     sub = p.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("synth", help="render a synthetic performer clip with ground truth")
     s.add_argument("--out", required=True, type=Path)
-    s.add_argument("--frames", type=int, default=150)
+    s.add_argument("--frames", type=options.count(1, 100_000), default=150)
     s.add_argument("--domain", choices=("lab", "wild"), default="lab")
-    s.add_argument("--seed", type=int, default=0)
-    s.add_argument("--width", type=int, default=640)
-    s.add_argument("--height", type=int, default=480)
+    s.add_argument("--seed", type=options.count(0, 2**31 - 1), default=0)
+    s.add_argument("--width", type=options.count(64, 7680), default=640)
+    s.add_argument("--height", type=options.count(64, 4320), default=480)
     s.add_argument("--face", type=Path, help="build the performer from this photo instead of skimage's astronaut")
     s.set_defaults(run=_synth)
 
     e = sub.add_parser("enroll", help="teacher landmarks, pose, crops and unwrapped textures of enrollment video")
     e.add_argument("videos", nargs="+", type=Path, help="video files or folders of frames")
     e.add_argument("--out", required=True, type=Path)
-    e.add_argument("--texture-size", type=int, default=256)
-    e.add_argument("--max-frames", type=int, default=None)
-    e.add_argument("--start", type=float, default=0.0, help="first fraction of each video to use (0..1)")
-    e.add_argument("--stop", type=float, default=1.0, help="last fraction of each video to use (0..1)")
+    e.add_argument("--texture-size", type=options.count(16, 2048), default=256)
+    e.add_argument("--max-frames", type=options.count(1), default=None)
+    e.add_argument("--start", type=options.fraction, default=0.0, help="first fraction of each video to use (0..1)")
+    e.add_argument("--stop", type=options.fraction, default=1.0, help="last fraction of each video to use (0..1)")
     e.set_defaults(run=_enroll)
 
     d = sub.add_parser("demo", help="the embedded default: the sample package tracks a synthetic clip")
     d.add_argument("--out", required=True, type=Path)
-    d.add_argument("--max-frames", type=int, default=None)
+    d.add_argument("--max-frames", type=options.count(1), default=None)
     d.add_argument("--headless", action="store_true", help="write the report and overlay even with a display")
     d.set_defaults(run=_demo)
 

@@ -1,5 +1,6 @@
-"""Enrollment (paper §3, "data capture"): per frame, detect (then track from the previous frame's landmarks),
-teacher landmarks → H and G (Procrustes, refined in 2D) → 256² crop → T̃ and W by Eq. 7.
+"""Enrollment (paper §3, "data capture"): the teacher in the one tracking loop (engine.tracking: detect, then
+track from the previous frame's landmarks) gives per frame the 256² crop, landmarks, H and G (Procrustes,
+refined in 2D); then T̃ and W by Eq. 7.
 
 Writes RUN/enrollment/*.npy (plain arrays, loaded without pickle), RUN/report.json, RUN/contact_sheet.png
 (crops with the projected mesh) and RUN/mean_texture.png (the W-weighted mean of T̃).
@@ -15,62 +16,24 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine import canonical, pose, unwrap, video
+from engine import pose, unwrap, video
 from engine.errors import UserError
-from engine.detection import crop_from_detection, crop_from_landmarks
-from engine.teacher import Teacher
+from engine.run import Run
+from engine.teacher import TeacherModel
 from engine.topology import topology
+from engine.tracking import FaceLoop
 
-CROP_SIZE = 256          # I2ZNet's input size; the teacher sees the same crop resized to 192²
-MIN_PRESENCE = 0.5       # teacher face flag below this: tracking lost, re-detect
 BATCH = 16               # frames unwrapped together
-
-
-class FaceTracker:
-    """Detect once, then crop from the previous frame's landmarks; re-detect when the face flag drops."""
-
-    def __init__(self, teacher: Teacher):
-        self.teacher = teacher
-        self.previous = None          # landmarks [468, 2] in frame pixels
-        self.detections = 0
-        self.several_faces = 0
-
-    def __call__(self, frame: np.ndarray):
-        """Returns (crop, crop image [256²,3], landmarks [468,3] in crop pixels) or None when there is no face."""
-        if self.previous is not None:
-            found = self._landmarks(frame, crop_from_landmarks(self.previous))
-            if found is not None:
-                return found
-        faces = self.teacher.detect(frame)
-        self.detections += 1
-        if not faces:
-            self.previous = None
-            return None
-        self.several_faces += len(faces) > 1
-        # Largest face: the performer is the one nearest the camera.
-        best = max(faces, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
-        first = self._landmarks(frame, crop_from_detection(best))
-        # Re-crop with the tracking rule so every kept frame is framed the same way.
-        return first and self._landmarks(frame, crop_from_landmarks(self.previous))
-
-    def _landmarks(self, frame, crop):
-        image = crop.apply(frame, CROP_SIZE)
-        landmarks, presence = self.teacher.landmarks(image)
-        if presence < MIN_PRESENCE:
-            self.previous = None
-            return None
-        self.previous = crop.to_frame(landmarks[:, :2], CROP_SIZE)
-        return crop, image, landmarks
 
 
 def track_frames(infos: list[video.VideoInfo], stats: dict, max_frames: int | None = None, start: float = 0.0,
                  stop: float = 1.0, label: str = "track"):
     """Teacher tracking over the videos: yields (video index, frame index, found) per decoded frame, where found is
-    FaceTracker's (crop, crop image, landmarks) or None. Adds decode/teacher seconds to `stats`, and the number of
-    detector runs and of frames where it saw several faces (the largest one is tracked)."""
-    teacher = Teacher()
+    the loop's FaceResult (crop, image, landmarks, H_crop, G) or None. Adds decode/teacher seconds to `stats`, and
+    the number of detector runs and of frames where it saw several faces (the largest one is tracked)."""
+    model = TeacherModel()
     for vi, info in enumerate(infos):
-        tracker = FaceTracker(teacher)
+        tracker = FaceLoop(model)
         first = int(round(start * info.frames))
         n = int(round(stop * info.frames)) - first
         n = n if max_frames is None else min(n, max_frames)
@@ -94,7 +57,6 @@ def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, m
     """Enroll the frames between fractions `start` and `stop` of each video."""
     infos = [video.probe(v) for v in videos]          # every input is checked before any work starts
     out = Path(out)
-    X = canonical.load()[0].astype(np.float64)
     store = {k: [] for k in ("crops", "landmarks", "H", "G", "textures", "weights", "source", "crop_boxes")}
     stats = {"decode": 0.0, "teacher": 0.0, "unwrap": 0.0}
     total = 0
@@ -119,10 +81,9 @@ def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, m
         total += 1
         if found is None:
             continue
-        crop, image, landmarks = found
-        H, G = pose.fit(X, landmarks.astype(np.float64))
-        for key, value in (("crops", image), ("landmarks", landmarks.astype(np.float32)), ("H", H), ("G", G),
-                           ("source", (vi, fi)), ("crop_boxes", (crop.cx, crop.cy, crop.size))):
+        crop, image, H, G = found.crop, found.image, found.H_crop, found.G
+        for key, value in (("crops", image), ("landmarks", found.landmarks.astype(np.float32)), ("H", H),
+                           ("G", G), ("source", (vi, fi)), ("crop_boxes", (crop.cx, crop.cy, crop.size))):
             store[key].append(value)
         pending.append((image, H, G))
         if len(pending) == BATCH:
@@ -135,7 +96,7 @@ def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, m
     if kept == 0:
         raise UserError(f"{', '.join(str(i.path) for i in infos)}: no face found in any of {total} frames")
 
-    folder = out / "enrollment"
+    folder = Run(out).enrollment
     folder.mkdir(parents=True, exist_ok=True)
     dtypes = {"crops": np.uint8, "textures": np.uint8, "weights": np.uint8, "source": np.int32}
     for key, values in store.items():
@@ -158,7 +119,7 @@ def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, m
         "frames_several_faces": stats["several_faces"],
         "seconds": elapsed,
         "texture_size": texture_size,
-        "crop_size": CROP_SIZE,
+        "crop_size": TeacherModel.crop_size,
         "mean_visible_texels": float((weights > 0).mean()),
         "pose_range_deg": {"pitch": _range(angles[:, 0]), "yaw": _range(angles[:, 1]), "roll": _range(angles[:, 2])},
     }
@@ -176,7 +137,7 @@ def contact_sheet(store: dict, cells: int = 16, columns: int = 4, size: int = 19
     picks = np.linspace(0, len(store["H"]) - 1, min(cells, len(store["H"]))).round().astype(int)
     rows = -(-len(picks) // columns)
     sheet = np.full((rows * size, columns * size, 3), 32, np.uint8)
-    scale = size / CROP_SIZE
+    scale = size / TeacherModel.crop_size
     for k, i in enumerate(picks):
         tile = cv2.resize(store["crops"][i], (size, size), interpolation=cv2.INTER_AREA)
         xy = pose.project(np.asarray(store["G"][i], np.float64), np.asarray(store["H"][i], np.float64)) * scale

@@ -1,192 +1,118 @@
-"""`facetrack eval`: score a tracker on a video with the paper's metrics, optionally against a baseline.
+"""`facetrack eval`: score a tracker on a video with the paper's metrics, next to a baseline on the same frames.
 
-    facetrack eval MODEL VIDEO --json OUT [--gt GT.npz] [--baseline mediapipe] [--smooth] [--max-frames N]
+    facetrack eval MODEL VIDEO --json OUT [--gt GT.npz] [--baseline mediapipe|facelandmarker|teacher] [--backend B]
 
-Every tracker (ours, the baseline) sees the same decoded frames in one pass, and one function scores them all,
-so the numbers differ only by tracker. Per tracker: temporal stability (Eq. 10) on canonical-frame G, the same on
-image points, NME / reprojection px of the iBUG-51 points against dlib (not our teacher), and with --gt the
-vertex and rotation errors. OUT also gets a `.png` twin: per-frame stability, ours vs baseline (paper Fig. 6).
+MODEL is what a performer runs, a performer package (through export.runtime, on `--backend`), or a run folder
+(torch, for development), or a baseline name; anything else is an error, never a stand-in. Every tracker is the
+one tracking loop (engine.tracking) with its model, sees the same decoded frames in one pass, and one function
+scores them all. Per tracker, led by the measures that a frozen or jittery face cannot fool:
+  motion_mm          mean ‖G_t − Ḡ‖ in the canonical frame (how much the face moves); motion_ratio = ours / baseline
+  stability_common   Eq. 10 under one guard mask for both trackers (frozen_share: where its own mesh stood still)
+  with --gt          vertex_error_nonrigid (rigid similarity removed), motion_ratio_gt, expression_r (Pearson r
+                     per ground-truth expression field against the ARKit values the studio streams)
+and the paper's: guarded/unguarded stability, image stability, NME / reprojection px of the iBUG-51 points
+against dlib (not our teacher), vertex and rotation error. OUT also gets a `.png` twin: Fig. 6 (stability per
+frame) over the face's motion per frame.
 """
 from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
 
 import numpy as np
 
-from engine import canonical, metrics, pose, topology, video
+from engine import metrics, options, topology, video
+from engine.baselines import BASELINES, open_baseline
 from engine.errors import UserError
+from engine.run import Run
+from engine.tracking import FaceLoop
+from export.expressions import ExpressionEstimator
+from export.package import MANIFEST, sha256
 
-BASELINES = ("mediapipe", "teacher")
+NAMES = ("teacher", *BASELINES)     # MODEL may be one of these instead of a path
 # One Euro settings for --smooth. The filter runs on values divided by the face size (box diagonal of the mean
 # shape), so `beta` means the same for G in cm and points in pixels: cutoff = 1 Hz + 1 Hz per face-diagonal/s.
 SMOOTHING = {"filter": "one_euro", "min_cutoff_hz": 1.0, "beta": 1.0, "d_cutoff_hz": 1.0, "units": "face diagonals"}
 
 
 # ------------------------------------------------------------------------------------------------ trackers
-@dataclass
-class FrameResult:
-    G: np.ndarray             # [468, 3] canonical head frame (rigid motion removed), canonical units (cm)
-    points: np.ndarray        # [468, 2] frame pixels
-    H: np.ndarray | None      # [6] (f, rx, ry, rz, tx, ty) with f and t in FRAME pixels, or None
+def tracker_for(model: str | Path, backend: str = "auto", threads: int | None = None,
+                fps: float = 30.0) -> tuple[FaceLoop, dict]:
+    """The tracking loop for a MODEL argument → (loop, what was scored: tracker kind, model, package SHA-256).
 
-
-class Tracker(Protocol):
-    name: str
-    backend: str
-
-    def reset(self) -> None: ...
-
-    def __call__(self, frame_rgb: np.ndarray) -> FrameResult | None: ...
-
-
-def _canonical() -> np.ndarray:
-    return canonical.load()[0].astype(np.float64)
-
-
-class MediaPipeTracker:
-    """Raw MediaPipe FaceMesh in tracking mode: the baseline (and what our teacher port should reproduce)."""
-
-    name = "mediapipe"
-
-    def __init__(self, refine: bool = False):
-        # refine=False: G by 3D Procrustes, the convention the project's reference numbers were measured with;
-        # refine=True: pose.fit like TeacherTracker (reads ~0.025 lower stability on the dev clips).
-        self.refine = refine
-        try:
-            import mediapipe as mp
-        except ImportError as err:
-            raise UserError(f"the mediapipe baseline needs mediapipe==0.10.14 ({err})") from None
-        self._mp = mp
-        self.backend = f"mediapipe {mp.__version__} FaceMesh (TFLite, CPU)"
-        self._mesh = None
-        self._X = _canonical()
-        self.reset()
-
-    def reset(self) -> None:
-        if self._mesh is not None:
-            self._mesh.close()
-        self._mesh = self._mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=False,
-                                                           max_num_faces=1)
-
-    def __call__(self, frame_rgb: np.ndarray) -> FrameResult | None:
-        h, w = frame_rgb.shape[:2]
-        res = self._mesh.process(frame_rgb)
-        if not res.multi_face_landmarks:
-            return None
-        # z is normalised by the image width, like x: scale it by w so Y is isotropic (frame pixels).
-        Y = np.array([(p.x * w, p.y * h, p.z * w) for p in res.multi_face_landmarks[0].landmark])
-        H, G = (pose.fit if self.refine else pose.pose_from_landmarks)(self._X, Y)
-        return FrameResult(G, Y[:, :2], H)
-
-
-class TeacherTracker:
-    """Our torch port of the teacher, tracked like enrollment (engine.enroll.FaceTracker) and fitted by pose.fit.
-
-    This is also what a run folder without a trained I2ZNet is evaluated with.
+    MODEL: a performer package (manifest.json: run through export.runtime on `backend`, what a performer runs),
+    a run folder with a trained I2ZNet (torch, for development), or a name: `teacher` (our port, in our loop),
+    `mediapipe`, `facelandmarker`. Anything else is a UserError: never a silent substitute.
     """
-
-    name = "teacher"
-
-    def __init__(self, teacher=None):
-        import torch
-
-        from engine.enroll import CROP_SIZE
-        from engine.teacher import Teacher
-
-        self.teacher = teacher or Teacher()
-        self.crop_size = CROP_SIZE
-        self.backend = f"torch {torch.__version__} ({self.teacher.device.type})"
-        self._X = _canonical()
-        self.reset()
-
-    def reset(self) -> None:
-        from engine.enroll import FaceTracker
-
-        self._track = FaceTracker(self.teacher)
-
-    def __call__(self, frame_rgb: np.ndarray) -> FrameResult | None:
-        found = self._track(frame_rgb)
-        if found is None:
-            return None
-        crop, _, landmarks = found
-        H, G = pose.fit(self._X, landmarks.astype(np.float64))
-        # H is in crop pixels; move its scale and translation to frame pixels (rotation is unchanged).
-        k = crop.size / self.crop_size
-        H = np.concatenate([[H[0] * k], H[1:4], crop.to_frame(H[None, 4:6], self.crop_size)[0]])
-        return FrameResult(G, crop.to_frame(landmarks, self.crop_size), H)
-
-
-def tracker_for(model: str | Path) -> tuple[Tracker, str]:
-    """The tracker for a MODEL argument → (tracker, a note saying what was evaluated).
-
-    MODEL: a run folder, or a baseline name ('mediapipe', 'teacher') to score that tracker alone.
-    """
-    if str(model) in BASELINES:
-        return baseline_tracker(str(model)), str(model)
+    name = str(model)
+    if name in NAMES:
+        if name == "teacher":
+            from engine.teacher import TeacherModel      # torch: only when asked for
+            loop = FaceLoop(TeacherModel())
+        else:
+            loop = FaceLoop(open_baseline(name, fps))
+        return loop, {"tracker": "baseline", "model": name, "package_sha256": None}
     path = Path(model)
     if not path.exists():
-        raise UserError(f"{path}: no such model (a run folder, or one of {', '.join(BASELINES)})")
-    if not path.is_dir():
-        raise UserError(f"{path}: MODEL must be a run folder")
-    # ---- HOOK: the I2ZNet tracker. engine/i2znet.py provides I2ZTracker(run_dir) with this module's protocol;
-    # it is imported only when the run holds trained weights, so evaluation never needs it otherwise.
-    if (path / "i2z" / "model.safetensors").is_file():
-        try:
-            from engine.i2znet import I2ZTracker
-        except ImportError as err:
-            raise UserError(f"{path}: has a trained I2ZNet but engine.i2znet cannot load it ({err})") from None
-        return I2ZTracker(path), f"i2znet ({path})"
-    # ---- HOOK (later): an exported performer package (manifest.json + ONNX) gets its runtime tracker here.
-    return TeacherTracker(), f"teacher (no i2znet in {path})"
+        raise UserError(f"{path}: no such model (a performer package, a run folder, or one of {', '.join(NAMES)})")
+    if (path / MANIFEST).is_file():
+        from export.runtime import Tracker
 
+        loop = Tracker(path, backend, threads)       # verifies the manifest and every hash first
+        return loop, {"tracker": "package", "model": str(path), "package_sha256": sha256(path / MANIFEST)}
+    if Run(path).has_tracker():
+        if backend not in ("auto", "torch"):
+            raise UserError(f"{path}: a run folder runs in torch; --backend {backend} is for performer packages")
+        from engine.i2znet import RunModel
 
-def baseline_tracker(name: str) -> Tracker:
-    if name == "mediapipe":
-        return MediaPipeTracker()
-    if name == "teacher":
-        return TeacherTracker()
-    raise UserError(f"unknown baseline {name!r} (choose from {', '.join(BASELINES)})")
+        return FaceLoop(RunModel(path)), {"tracker": "run", "model": str(path), "package_sha256": None}
+    raise UserError(f"{path}: neither a performer package ({MANIFEST}) nor a run folder with a trained I2ZNet "
+                    "(i2z/model.safetensors and dam/)")
 
 
 # ------------------------------------------------------------------------------------------------- running
 @dataclass
 class Track:
     """One tracker's outputs over the clip; lost frames are NaN (no Eq. 10 triplet spans them)."""
-    tracker: Tracker
-    model: str
-    G: list
-    points: list
-    H: list
-    ms: list
+    loop: FaceLoop
+    scored: dict
+    G: list = field(default_factory=list)
+    points: list = field(default_factory=list)
+    H: list = field(default_factory=list)
+    ms: list = field(default_factory=list)
+    expressions: list = field(default_factory=list)     # the tracker's own ARKit values per frame, or None
 
     @classmethod
-    def start(cls, tracker: Tracker, model: str) -> "Track":
-        tracker.reset()
-        return cls(tracker, model, [], [], [], [])
+    def start(cls, loop: FaceLoop, scored: dict) -> "Track":
+        loop.reset()
+        return cls(loop, scored)
 
     def step(self, frame: np.ndarray) -> None:
         t0 = time.perf_counter()
-        r = self.tracker(frame)
+        r = self.loop(frame)
         self.ms.append(1000 * (time.perf_counter() - t0))
         self.G.append(np.full((468, 3), np.nan) if r is None else r.G)
         self.points.append(np.full((468, 2), np.nan) if r is None else r.points)
         self.H.append(np.full(6, np.nan) if r is None or r.H is None else r.H)
+        self.expressions.append(None if r is None else r.expressions)
 
 
 def _load_gt(path: str | Path) -> dict:
+    """G, H and, where the clip has them, the expression fields (`expr` [N,E] named by `expr_names`)."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{path}: no such ground-truth file")
     try:
         with np.load(path, allow_pickle=False) as z:
             gt = {k: np.asarray(z[k], np.float64) for k in ("G", "H")}
+            if "expr" in z.files and "expr_names" in z.files:
+                gt["expr"] = dict(zip((str(n) for n in z["expr_names"]), np.asarray(z["expr"], np.float64).T))
     except (KeyError, ValueError, OSError) as err:
         raise UserError(f"{path}: not a ground-truth .npz with G [N,468,3] and H [N,6] ({err})") from None
     if gt["G"].shape[1:] != (468, 3) or gt["H"].shape[1:] != (6,) or len(gt["G"]) != len(gt["H"]):
@@ -212,37 +138,38 @@ def _torch_threads(n: int | None):
 
 
 def evaluate(model, video_path, gt=None, baseline=None, smooth: bool = False, max_frames: int | None = None,
-             reference=None, threads: int | None = None, start: float = 0.0, stop: float = 1.0) -> dict:
-    """Score MODEL (a path/name for `tracker_for`, or a Tracker) on a video; `baseline`: a name or a Tracker.
+             reference=None, threads: int | None = None, start: float = 0.0, stop: float = 1.0,
+             backend: str = "auto") -> dict:
+    """Score MODEL (see `tracker_for`, or a (FaceLoop, scored) pair) on a video; `baseline`: a name or such a pair.
 
     Returns the OUT dict: our scores at the top level, `baseline` (same keys, or None), run metadata.
-    `reference` is the NME reference (default engine.reference.DlibReference()); `threads`: torch CPU threads
-    during the run (None: leave as is).
+    `reference` is the NME reference (default engine.reference.DlibReference()); `threads`: CPU threads of the
+    run (torch's, and ONNX Runtime's for a package; None: leave as is); `backend`: a package's runtime backend.
     """
     with _torch_threads(threads):
-        out = _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference, start, stop)
+        out = _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference, start, stop, backend, threads)
         torch = sys.modules.get("torch")      # only there if a torch tracker ran
         out["torch_threads"] = torch.get_num_threads() if torch else None
     return out
 
 
-def _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference, start=0.0, stop=1.0) -> dict:
+def _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference, start, stop, backend, threads) -> dict:
     info = video.probe(video_path)                # missing/corrupt video → UserError before any model loads
     truth = _load_gt(gt) if gt is not None else None
     if max_frames is not None and max_frames < 3:
         raise UserError(f"--max-frames must be ≥ 3 (stability needs three frames), got {max_frames}")
-    ours = Track.start(*(tracker_for(model) if isinstance(model, (str, Path)) else (model, model.name)))
+    if not 0.0 <= start < stop <= 1.0:
+        raise UserError(f"need 0 ≤ --start < --stop ≤ 1 (got {start}, {stop})")
+    rate = info.fps or 25.0
+    ours = Track.start(*(tracker_for(model, backend, threads, rate) if isinstance(model, (str, Path)) else model))
     base = None
     if baseline is not None:
-        b = baseline_tracker(baseline) if isinstance(baseline, str) else baseline
-        base = Track.start(b, b.name)
+        base = Track.start(*(tracker_for(baseline, fps=rate) if isinstance(baseline, str) else baseline))
     if reference is None:
         from engine.reference import DlibReference
         reference = DlibReference()
 
     dlib = []
-    if not 0.0 <= start < stop <= 1.0:
-        raise UserError(f"need 0 ≤ --start < --stop ≤ 1 (got {start}, {stop})")
     for i, frame in enumerate(video.frames(info.path, start, stop)):
         if max_frames is not None and i >= max_frames:
             break
@@ -255,18 +182,20 @@ def _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference, st
         raise UserError(f"{info.path}: no decodable frames")
     dlib = np.asarray(dlib)
 
-    rate = info.fps or 25.0
-    out = {
+    mine = score(ours, dlib, truth, smooth, rate)
+    theirs = None if base is None else score(base, dlib, truth, smooth, rate)
+    if theirs is not None:
+        compare(mine, theirs)
+    return {
         "video": str(info.path),
         "span": [start, stop],
-        **score(ours, dlib, truth, smooth, rate),
+        **mine,
         "smooth": smooth,
         "smoothing": dict(SMOOTHING, rate_hz=rate) if smooth else None,
         "reference": {"name": "dlib 68-point (HOG + ERT)", "frames_found": int(np.isfinite(dlib).all((1, 2)).sum())},
         "gt": None if gt is None else str(gt),
-        "baseline": None if base is None else score(base, dlib, truth, smooth, rate),
+        "baseline": theirs,
     }
-    return out
 
 
 def _smooth(P: np.ndarray, rate: float) -> np.ndarray:
@@ -286,6 +215,24 @@ def _smooth(P: np.ndarray, rate: float) -> np.ndarray:
     return out
 
 
+def arkit_series(G: np.ndarray, own: list) -> dict[str, np.ndarray]:
+    """ARKit values per frame {name: [T]} (NaN where lost): the tracker's own where it gives them (Face
+    Landmarker's blendshapes), else export.expressions (what the studio streams) on G, calibrated on the clip's
+    median face (the same rule for every tracker: a performer calibrates on a resting face; expressions are rare
+    enough that the median is one)."""
+    T = len(G)
+    found = np.isfinite(G).all((1, 2))
+    if any(e is not None for e in own):
+        names = next(e for e in own if e is not None).keys()
+        return {n: np.array([np.nan if e is None else e.get(n, np.nan) for e in own]) for n in names}
+    estimator = ExpressionEstimator()
+    if found.any():
+        estimator.calibrate(np.median(G[found], 0))
+    values = [estimator(G[t]) if found[t] else None for t in range(T)]
+    names = next((v for v in values if v is not None), {}).keys()
+    return {n: np.array([np.nan if v is None else v[n] for v in values]) for n in names}
+
+
 def score(track: Track, dlib: np.ndarray, gt: dict | None, smooth: bool, rate: float) -> dict:
     """All metrics for one tracker's outputs (the same function for ours and the baseline)."""
     G, points, H = (np.asarray(a, np.float64) for a in (track.G, track.points, track.H))
@@ -299,11 +246,15 @@ def score(track: Track, dlib: np.ndarray, gt: dict | None, smooth: bool, rate: f
         st, st_img = None, None
     n = metrics.nme(topology.ibug51(points), dlib)
     r = {
-        "model": track.model,
-        "tracker": track.tracker.name,
-        "backend": track.tracker.backend,
+        **track.scored,
+        "backend": track.loop.backend,
+        "fallback": getattr(track.loop, "fallback", None),
         "frames": len(G),
         "frames_lost": int((~found).sum()),
+        "motion_mm": metrics.motion_mm(G),
+        "motion_ratio": None,
+        "stability_common": None,
+        "frozen_share": None,
         "stability": st and st["stability"],
         "stability_unguarded": st and st["stability_unguarded"],
         "stability_excluded": st and st["stability_excluded"],
@@ -313,11 +264,16 @@ def score(track: Track, dlib: np.ndarray, gt: dict | None, smooth: bool, rate: f
         "nme_frames": n["frames"],
         "nme_mismatched": n["mismatched"],
         "vertex_error": None,
+        "vertex_error_nonrigid": None,
         "pose_error_deg": None,
+        "motion_ratio_gt": None,
+        "expression_r": None,
         "gt_frames": None,
         "ms_per_frame": float(np.median(track.ms)),
         "stability_per_frame": st and st["per_frame"],
         "stability_frame_index": st and st["frame_index"],
+        "motion_per_frame_mm": motion_per_frame(G),
+        "_G": G,                                # for `compare`; dropped before writing
     }
     if gt is not None:
         m = min(len(G), len(gt["G"]))           # frames both have: the clip may be cut by --max-frames
@@ -325,17 +281,47 @@ def score(track: Track, dlib: np.ndarray, gt: dict | None, smooth: bool, rate: f
         r["gt_frames"] = int(len(both))
         if len(both):
             r["vertex_error"] = metrics.vertex_error(G[both], gt["G"][both])["mean"]
+            r["vertex_error_nonrigid"] = metrics.vertex_error_nonrigid(G[both], gt["G"][both])["mean"]
+            r["motion_ratio_gt"] = metrics.motion_ratio(G[:m], np.where(found[:m, None, None], gt["G"][:m], np.nan))
             posed = both[np.isfinite(H[both]).all(1)]
             if len(posed):
                 r["pose_error_deg"] = metrics.pose_error_deg(H[posed], gt["H"][posed])["mean"]
+        if "expr" in gt:
+            arkit = {k: v[:m] for k, v in arkit_series(G, track.expressions).items()}
+            truth = {k: v[:m] for k, v in gt["expr"].items() if k in metrics.GT_TO_ARKIT}
+            r["expression_r"] = metrics.expression_r(metrics.gt_channels(arkit), truth)
     return r
+
+
+def motion_per_frame(G: np.ndarray) -> list:
+    """‖G_t − Ḡ‖ per frame in mm (mean over vertices; NaN where lost): the face's movement, for the plot."""
+    found = np.isfinite(G).all((1, 2))
+    if not found.any():
+        return [None] * len(G)
+    d = 10.0 * np.linalg.norm(G - G[found].mean(0), axis=-1).mean(-1)
+    return [float(x) if np.isfinite(x) else None for x in d]
+
+
+def compare(ours: dict, base: dict) -> None:
+    """Numbers that only mean something side by side, on the same frames: motion ratio and Eq. 10 under one
+    guard mask for both (a frozen face cannot pass as stable there)."""
+    Ga, Gb = ours["_G"], base["_G"]
+    ours["motion_ratio"] = metrics.motion_ratio(Ga, Gb)
+    base["motion_ratio"] = 1.0 if ours["motion_ratio"] is not None else None
+    try:
+        common = metrics.stability_common(Ga, Gb)
+    except ValueError:                          # no triplet both trackers found
+        return
+    for r, k in ((ours, "a"), (base, "b")):
+        r["stability_common"] = common[k]["stability"]
+        r["frozen_share"] = common[k]["frozen_share"]
 
 
 # ------------------------------------------------------------------------------------------------- outputs
 def _json_safe(x):
-    """NaN/inf → null (JSON has no NaN), numpy scalars → Python."""
+    """NaN/inf → null (JSON has no NaN), numpy scalars → Python; keys starting with _ are working data."""
     if isinstance(x, dict):
-        return {k: _json_safe(v) for k, v in x.items()}
+        return {k: _json_safe(v) for k, v in x.items() if not str(k).startswith("_")}
     if isinstance(x, (list, tuple)):
         return [_json_safe(v) for v in x]
     if isinstance(x, (float, np.floating)):
@@ -345,36 +331,71 @@ def _json_safe(x):
     return x
 
 
+def _label(r: dict) -> str:
+    return r["model"] if r["tracker"] != "package" else f"package {Path(r['model']).name}"
+
+
+def _common(r: dict) -> str:
+    if r["stability_common"] is None and r["frozen_share"] is not None:
+        return f"n/a: frozen in {r['frozen_share']:.0%} of the terms"
+    return "n/a" if r["stability_common"] is None else f"{r['stability_common']:.3f}"
+
+
 def plot(result: dict, path: str | Path) -> None:
-    """Paper Fig. 6: temporal stability per frame, ours vs baseline; means in the legend; gaps where lost."""
+    """Paper Fig. 6 (temporal stability per frame, ours vs baseline) over the face's motion per frame, so a
+    frozen face shows as a flat motion line however stable it looks; means in the legends; gaps where lost."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(8, 3.2), dpi=120)
+    def f(v, spec=".3f"):
+        return "n/a" if v is None else format(v, spec)
+
+    fig, (ax, mx) = plt.subplots(2, 1, figsize=(8, 5.2), dpi=120, sharex=True)
     for r, colour in ((result, "tab:red"), (result.get("baseline"), "tab:blue")):
-        if not r or r["stability_per_frame"] is None:
+        if not r:
             continue
-        y = np.full(r["frames"], np.nan)
-        y[r["stability_frame_index"]] = r["stability_per_frame"]
-        ax.plot(np.arange(r["frames"]), y, color=colour, lw=1.0,
-                label=f"{r['model']}: {r['stability']:.3f} (lost {r['frames_lost']})")
-    ax.set_xlabel("Frame")
+        if r["stability_per_frame"] is not None:
+            y = np.full(r["frames"], np.nan)
+            y[r["stability_frame_index"]] = r["stability_per_frame"]
+            ax.plot(np.arange(r["frames"]), y, color=colour, lw=1.0,
+                    label=f"{_label(r)}: {f(r['stability'])}, common guard {_common(r)} (lost {r['frames_lost']})")
+        motion = np.array([np.nan if v is None else v for v in r["motion_per_frame_mm"]], float)
+        mx.plot(np.arange(r["frames"]), motion, color=colour, lw=1.0,
+                label=f"{_label(r)}: {f(r['motion_mm'], '.2f')} mm")
     ax.set_ylabel("Temporal stability")
     ax.set_title(f"{Path(result['video']).name}" + ("  (One Euro on)" if result["smooth"] else ""), fontsize=9)
     ax.axhline(1.0, color="0.6", lw=0.6, ls=":")
-    ax.legend(fontsize=8, loc="upper right")
-    ax.grid(alpha=0.3)
+    mx.set_ylabel("Face motion ‖G−Ḡ‖ (mm)")
+    mx.set_xlabel("Frame")
+    for a in (ax, mx):
+        a.legend(fontsize=7, loc="upper right")
+        a.grid(alpha=0.3)
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
 
 
-def write(result: dict, out: str | Path) -> tuple[Path, Path]:
-    """OUT (JSON) and its `.png` twin."""
+def check_output(out: str | Path) -> Path:
+    """OUT must be writable before the run starts (a long evaluation must not fail at its last step)."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(_json_safe(result), indent=2))
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; --json needs a file name")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise UserError(f"{out.parent}: cannot create the output folder ({err.strerror})") from None
+    if not os.access(out.parent, os.W_OK):
+        raise UserError(f"{out.parent}: not writable")
+    return out
+
+
+def write(result: dict, out: str | Path) -> tuple[Path, Path]:
+    """OUT (JSON, written atomically) and its `.png` twin."""
+    out = check_output(out)
+    tmp = out.with_name(out.name + ".tmp")
+    tmp.write_text(json.dumps(_json_safe(result), indent=2))
+    os.replace(tmp, out)
     png = out.with_suffix(".png")
     plot(result, png)
     return out, png
@@ -384,18 +405,26 @@ def write(result: dict, out: str | Path) -> tuple[Path, Path]:
 def _fmt(r: dict) -> str:
     def f(v, spec):
         return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else format(v, spec)
-    return (f"{r['model']}: stability {f(r['stability'], '.3f')} (unguarded {f(r['stability_unguarded'], '.3f')}, "
-            f"excluded {f(r['stability_excluded'], '.1%')}), NME {f(r['nme'], '.2f')}% "
-            f"({f(r['reprojection_px'], '.2f')} px), image stability {f(r['stability_image'], '.3f')}, "
-            f"{r['frames_lost']}/{r['frames']} lost, {r['ms_per_frame']:.1f} ms/frame"
-            + (f"\n  warning: the guard left out {r['stability_excluded']:.0%} of the terms: this mesh barely moves, "
-               "so `stability` reads near 1 for a frozen face; compare `stability_unguarded` / `stability_image`"
-               if (r['stability_excluded'] or 0) > 0.5 else ""))
+    expr = r.get("expression_r")
+    line = (f"{_label(r)} [{r['tracker']}, {r['backend']}]: motion {f(r['motion_mm'], '.2f')} mm "
+            f"(ratio {f(r['motion_ratio'], '.2f')}), stability common-guard {_common(r)}, "
+            f"unguarded {f(r['stability_unguarded'], '.3f')}, guarded {f(r['stability'], '.3f')} "
+            f"(excluded {f(r['stability_excluded'], '.1%')}), NME {f(r['nme'], '.2f')}% "
+            f"({f(r['reprojection_px'], '.2f')} px), {r['frames_lost']}/{r['frames']} lost, "
+            f"{r['ms_per_frame']:.1f} ms/frame")
+    if r.get("vertex_error") is not None:
+        line += (f"\n  vs GT: vertex {f(r['vertex_error'], '.3f')} cm (non-rigid {f(r['vertex_error_nonrigid'], '.3f')}),"
+                 f" pose {f(r['pose_error_deg'], '.2f')}°, motion ratio {f(r['motion_ratio_gt'], '.2f')}")
+    if expr:
+        line += "\n  expression r: " + ", ".join(f"{k} {f(v, '.2f')}" for k, v in expr.items())
+    return line
 
 
 def _run(args) -> None:
+    check_output(args.json)
     result = evaluate(args.model, args.video, gt=args.gt, baseline=args.baseline, smooth=args.smooth,
-                      max_frames=args.max_frames, threads=args.threads, start=args.start, stop=args.stop)
+                      max_frames=args.max_frames, threads=args.threads, start=args.start, stop=args.stop,
+                      backend=args.backend)
     out, png = write(result, args.json)
     print(_fmt(result))
     if result["baseline"]:
@@ -404,17 +433,20 @@ def _run(args) -> None:
 
 
 def add_parser(subparsers) -> None:
-    p = subparsers.add_parser("eval", help="stability, NME vs dlib, (gt errors) of a model on a video, vs a baseline")
-    p.add_argument("model", help="run folder (a trained I2ZNet if it has one, else the teacher), or "
-                                 f"{' / '.join(BASELINES)}")
+    from export.runtime import BACKENDS
+
+    p = subparsers.add_parser("eval", help="motion, stability, NME vs dlib, (gt errors, expression r) of a model "
+                                           "on a video, vs a baseline on the same frames")
+    p.add_argument("model", help=f"performer package, run folder (trained I2ZNet), or {' / '.join(NAMES)}")
     p.add_argument("video", type=Path, help="video file or folder of frames")
     p.add_argument("--json", required=True, type=Path, help="OUT: metrics JSON; the plot goes to OUT with .png")
-    p.add_argument("--gt", type=Path, help="ground truth .npz (G [N,468,3], H [N,6]) from `facetrack synth`")
-    p.add_argument("--baseline", choices=BASELINES, help="also score this tracker on the same frames")
+    p.add_argument("--gt", type=Path, help="ground truth .npz (G [N,468,3], H [N,6], expr) from `facetrack synth`")
+    p.add_argument("--baseline", choices=NAMES, help="also score this tracker on the same frames")
+    p.add_argument("--backend", choices=BACKENDS, default="auto", help="a package's runtime backend (as in track)")
     p.add_argument("--smooth", action="store_true", help="One Euro filter on both trackers (off for research)")
-    p.add_argument("--max-frames", type=int, default=None)
-    p.add_argument("--start", type=float, default=0.0, help="first fraction of the video to score (0..1)")
-    p.add_argument("--stop", type=float, default=1.0, help="last fraction of the video to score (0..1)")
-    p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's; 1 is fastest "
-                                                             "on a busy CPU)")
+    p.add_argument("--max-frames", type=options.count(3), default=None)
+    p.add_argument("--start", type=options.fraction, default=0.0, help="first fraction of the video to score (0..1)")
+    p.add_argument("--stop", type=options.fraction, default=1.0, help="last fraction of the video to score (0..1)")
+    p.add_argument("--threads", type=options.threads, default=None, help="CPU threads for torch and ONNX Runtime (default: "
+                                                             "theirs; 1 is fastest on a busy CPU)")
     p.set_defaults(run=_run)

@@ -18,7 +18,7 @@ pixels (engine.pose conventions: x = f·Π·R·X + t, pixel-index coordinates).
 
 Ablations (paper Table 2 shape): streams "pixel" | "teacher" | "both", multi_level (48..6) or the deepest level only.
 `save`/`load` use safetensors + config.json (the teacher's weights are not stored: they come from mediapipe).
-`I2ZTracker` runs the model on video frames with engine.evaluate's tracker protocol.
+`RunModel` plugs a run folder into the one tracking loop (engine.tracking).
 """
 from __future__ import annotations
 
@@ -255,86 +255,37 @@ def load(folder: str | Path, device: str | torch.device = "cpu") -> I2ZNet:
 
 
 # ---------------------------------------------------------------------- tracking
-def _frame_result():
-    try:
-        from engine.evaluate import FrameResult
-        return FrameResult
-    except ImportError:   # evaluate.py not there: a stand-in with the same fields
-        from dataclasses import dataclass
+class RunModel:
+    """A run folder (RUN/i2z + RUN/dam) as a crop model of the one tracking loop (engine.tracking), for
+    development: I2ZNet → (z, H); G = D.decode_geometry(z); points = Π·H·G in crop pixels. The exported package
+    runs the same function through ONNX (export.runtime.PackageModel); `eval RUN` and `eval PACKAGE` compare them."""
 
-        @dataclass
-        class FrameResult:
-            G: np.ndarray
-            points: np.ndarray
-            H: np.ndarray | None
-        return FrameResult
-
-
-class I2ZTracker:
-    """engine.evaluate's tracker protocol for a run folder with RUN/i2z and RUN/dam.
-
-    Detect (BlazeFace) at the start and after a loss; otherwise crop 256² around the previous frame's projected
-    mesh (MediaPipe's landmarks→ROI rule). I2ZNet → (z, H); G = D.decode_geometry(z); points = Π·H·G in frame px.
-    The teacher stream's face flag < 0.5 means lost (one re-detection is tried in the same frame).
-    """
-
-    name = "i2znet"
-    MIN_PRESENCE = 0.5
+    name = "run"
+    crop_size = CROP_SIZE
 
     def __init__(self, run_dir: str | Path, device: str | torch.device = "cpu"):
         from engine import dam
+        from engine.run import Run
         from engine.teacher import FaceDetector
 
-        run_dir = Path(run_dir)
+        run = Run(run_dir)
         self.device = torch.device(device)
-        self.model = load(run_dir / "i2z", self.device)
-        self.dam = dam.load(run_dir / "dam")
-        if hasattr(self.dam, "to"):
-            self.dam = self.dam.to(self.device)
+        self.model = load(run.i2z, self.device)
+        self.dam = dam.load(run.dam).to(self.device)
         self.detector = FaceDetector().to(self.device)
         self.backend = f"torch {torch.__version__} ({self.device.type})"
-        self.reset()
 
-    def reset(self) -> None:
-        self.previous = None          # projected points [468,2] of the last frame, frame px
+    def detect(self, frame_rgb: np.ndarray):
+        return self.detector.detect(frame_rgb)
 
     @torch.no_grad()
-    def _run(self, frame: np.ndarray, crop):
+    def __call__(self, crop_rgb: np.ndarray):
         from engine import pose
+        from engine.tracking import CropOutput
 
-        image = torch.from_numpy(crop.apply(frame, CROP_SIZE)).permute(2, 0, 1)[None].to(self.device)
+        image = torch.from_numpy(crop_rgb).permute(2, 0, 1)[None].to(self.device)
         out = self.model.track(image)
-        if float(out.presence[0]) < self.MIN_PRESENCE:
-            return None
         G = self.dam.decode_geometry(out.z)
         points = pose.project(G, out.H)[0].cpu().numpy().astype(np.float64)
-        return out, G[0].cpu().numpy().astype(np.float64), crop.to_frame(points, CROP_SIZE)
-
-    def __call__(self, frame_rgb: np.ndarray):
-        from engine.detection import crop_from_detection, crop_from_landmarks
-
-        found = self._run(frame_rgb, crop_from_landmarks(self.previous)) if self.previous is not None else None
-        crop = None if found is None else crop_from_landmarks(self.previous)
-        if found is None:
-            faces = self.detector.detect(frame_rgb)
-            if not faces:
-                self.previous = None
-                return None
-            best = max(faces, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
-            first = self._run(frame_rgb, crop_from_detection(best))
-            if first is None:
-                self.previous = None
-                return None
-            # Re-frame with the tracking rule (what I2ZNet was trained on) from the teacher's landmarks.
-            crop = crop_from_landmarks(crop_from_detection(best).to_frame(first[0].landmarks[0].cpu().numpy(),
-                                                                          CROP_SIZE))
-            found = self._run(frame_rgb, crop)
-            if found is None:
-                self.previous = None
-                return None
-        out, G, points = found
-        self.previous = points
-        H = out.H[0].cpu().numpy().astype(np.float64)
-        k = crop.size / CROP_SIZE      # f and t from crop to frame pixels (rotation unchanged)
-        H = np.concatenate([[H[0] * k], H[1:4], crop.to_frame(H[None, 4:6], CROP_SIZE)[0]])
-        return _frame_result()(G, points, H)
+        return CropOutput(points=points, presence=float(out.presence[0]), G=G[0].cpu().numpy().astype(np.float64),
+                          H=out.H[0].cpu().numpy().astype(np.float64), z=out.z[0].cpu().numpy())

@@ -20,24 +20,35 @@ STABILITY_GUARD = 1e-3  # share of the mean shape's (x, y) box diagonal below wh
 
 
 # ------------------------------------------------------------------------------------------ temporal stability
-def _stability(P: np.ndarray, guard: float) -> dict:
-    """Eq. 10 for points P [T, V, D] (any D). See `temporal_stability` for the conventions."""
-    P = np.asarray(P, np.float64)
+def _chords(P: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, np.ndarray]:
+    """Eq. 10's pieces for points P [T, V, D]: (valid [T-2], diag, num [T-2, V], den [T-2, V]).
+
+    Row t−1 is the triplet centred on frame t; valid says none of its three frames is lost (NaN anywhere).
+    num = ‖P^{t+1} − P^t‖ + ‖P^t − P^{t−1}‖ (path), den = ‖P^{t+1} − P^{t−1}‖ (chord); rows not valid are junk.
+    """
     if P.ndim != 3:
         raise ValueError(f"need [T, V, D] points, got {P.shape}")
     found = np.isfinite(P).all((1, 2))
     valid = found[2:] & found[1:-1] & found[:-2]  # triplets t−1, t, t+1 with no lost frame
-    if not valid.any():
-        raise ValueError("need three consecutive frames with points")
-    mean_shape = P[found].mean(0)
     # Diagonal of the mean shape's frontal (x, y) box: depth is left out so the guard does not hang on the
     # teacher's z scale (mediapipe's z is only roughly metric). This convention reproduces the project's
     # reference numbers for raw mediapipe (scratch/metrics/); the full 3D diagonal reads ~0.01–0.03 lower.
-    diag = float(np.linalg.norm(mean_shape[:, :2].max(0) - mean_shape[:, :2].min(0)))
+    diag = 0.0
+    if found.any():
+        mean_shape = P[found].mean(0)
+        diag = float(np.linalg.norm(mean_shape[:, :2].max(0) - mean_shape[:, :2].min(0)))
     P = np.where(found[:, None, None], P, 0.0)
     step = np.linalg.norm(np.diff(P, axis=0), axis=-1)  # [T-1, V]: ‖P^{t+1} − P^t‖
-    num = (step[1:] + step[:-1])[valid]  # [T', V] for the valid t in 1..T-2
-    den = np.linalg.norm(P[2:] - P[:-2], axis=-1)[valid]  # ‖P^{t+1} − P^{t−1}‖
+    return valid, diag, step[1:] + step[:-1], np.linalg.norm(P[2:] - P[:-2], axis=-1)
+
+
+def _stability(P: np.ndarray, guard: float) -> dict:
+    """Eq. 10 for points P [T, V, D] (any D). See `temporal_stability` for the conventions."""
+    P = np.asarray(P, np.float64)
+    valid, diag, num, den = _chords(P)
+    if not valid.any():
+        raise ValueError("need three consecutive frames with points")
+    num, den = num[valid], den[valid]  # [T', V] for the valid t in 1..T-2
 
     keep = (den >= guard * diag) & (den > 0)  # a zero chord is never kept, even with guard = 0 or a point cloud
     ratio = np.divide(num, den, out=np.ones_like(num), where=keep)
@@ -94,6 +105,90 @@ def stability_image(points: np.ndarray, guard: float = STABILITY_GUARD) -> dict:
     return _stability(points, guard)
 
 
+# -------------------------------------------------------------------------- frozen or jittery: two trackers
+# A tracker that freezes scores perfectly on Eq. 10 (its still vertices are simply guarded out), so stability
+# is only read together with how much the face moves (`motion_ratio`) and on a mask both trackers share.
+FROZEN_SHARE_MAX = 0.5  # a tracker still on more than this share of the common kept terms gets stability None
+
+
+def _found(G: np.ndarray) -> np.ndarray:
+    """[T] bool: frames with no NaN/inf anywhere (a lost frame is an all-NaN row)."""
+    return np.isfinite(G).all(tuple(range(1, G.ndim)))
+
+
+def motion_mm(G: np.ndarray) -> float | None:
+    """How much the face moves: mean over found frames t and vertices i of ‖G_t,i − Ḡ_i‖, in **mm**.
+
+    G [T, V, 3] in cm (canonical head frame, so rigid head motion is already out; what is left is expression
+    and tracker noise); Ḡ is the mean shape over found frames. Lost frames (any NaN) are skipped.
+    None when no frame is found. A frozen mesh reads 0.
+    """
+    G = np.asarray(G, np.float64)
+    found = _found(G)
+    if not found.any():
+        return None
+    D = G[found] - G[found][:1]  # relative to one frame first: a frozen mesh then reads exactly 0, not ~1e-17
+    return float(10.0 * np.linalg.norm(D - D.mean(0), axis=-1).mean())  # cm → mm
+
+
+def motion_ratio(G_ours: np.ndarray, G_ref: np.ndarray) -> float | None:
+    """motion_mm(ours) / motion_mm(ref) on the frames both found (1: moves as much; 0: frozen; > 1: more).
+
+    Both [T, V, 3] with the same T (ValueError otherwise); the frames must be the same clip. None when no frame
+    is common or the reference does not move at all (0 / 0 says nothing).
+    """
+    A, B = np.asarray(G_ours, np.float64), np.asarray(G_ref, np.float64)
+    if A.shape[0] != B.shape[0]:
+        raise ValueError(f"need the same frames, got T = {A.shape[0]} and {B.shape[0]}")
+    common = _found(A) & _found(B)  # the same frames for both, so a lost stretch cannot skew the ratio
+    if not common.any():
+        return None
+    ref = motion_mm(B[common])
+    return None if ref == 0.0 else motion_mm(A[common]) / ref
+
+
+def stability_common(G_a: np.ndarray, G_b: np.ndarray, guard: float = STABILITY_GUARD) -> dict:
+    """Eq. 10 for two trackers a, b on the same clip [T, V, 3] (same T), on one shared set of (t, i) terms.
+
+    Terms: triplets t−1, t, t+1 found by both (no NaN in any of the six frames). A term (t, i) is kept for both
+    when EITHER tracker's chord ‖G_i^{t+1} − G_i^{t−1}‖ passes its own guard (guard × its own mean shape's
+    (x, y) box diagonal, as in `temporal_stability`), so neither can drop terms the other is judged on.
+    Rule for a tracker that does not move where the other does: its ratio path/chord is defined only where its
+    own chord > 0 (0/0 is no evidence, and with ε it would read a perfect 1); `frozen_share` is the share of the
+    kept terms where its own chord is below its own guard, and above FROZEN_SHARE_MAX its stability is None:
+    mostly still where the other moves is "frozen", never "stable". Read it with `motion_ratio`.
+
+    Returns {"a": {...}, "b": {...}, "terms", "excluded"}, per tracker:
+      stability     mean of path/chord over the kept terms where its own chord > 0 (1 perfect, higher worse);
+                    None when frozen_share > FROZEN_SHARE_MAX or it has no such term
+      frozen_share  share of the kept terms where its own chord < its own guard (1.0 when nothing is kept)
+      terms         how many terms its stability averages
+    terms: kept (t, i) count; excluded: share of all common-triplet terms left out (neither tracker moved).
+    Two identical trackers read `temporal_stability(G)["stability_terms"]` on the common triplets.
+    """
+    A, B = np.asarray(G_a, np.float64), np.asarray(G_b, np.float64)
+    if A.shape[:1] != B.shape[:1]:
+        raise ValueError(f"need the same frames, got {A.shape} and {B.shape}")
+    (va, diag_a, num_a, den_a), (vb, diag_b, num_b, den_b) = _chords(A), _chords(B)
+    valid = va & vb
+    if not valid.any():
+        raise ValueError("need three consecutive frames found by both trackers")
+    num_a, den_a, num_b, den_b = num_a[valid], den_a[valid], num_b[valid], den_b[valid]
+    pass_a = (den_a >= guard * diag_a) & (den_a > 0)  # same test as `_stability`
+    pass_b = (den_b >= guard * diag_b) & (den_b > 0)
+    keep = pass_a | pass_b
+
+    def side(num, den, passes):
+        own = keep & (den > 0)
+        frozen = float((keep & ~passes).sum() / keep.sum()) if keep.any() else 1.0
+        ratio = num[own] / den[own]
+        ok = own.any() and frozen <= FROZEN_SHARE_MAX
+        return {"stability": float(ratio.mean()) if ok else None, "frozen_share": frozen, "terms": int(own.sum())}
+
+    return {"a": side(num_a, den_a, pass_a), "b": side(num_b, den_b, pass_b),
+            "terms": int(keep.sum()), "excluded": float(1.0 - keep.mean())}
+
+
 # --------------------------------------------------------------------------------------- landmark accuracy
 def _box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU of the bounding boxes of point sets a, b [N, P, 2] → [N]."""
@@ -145,6 +240,45 @@ def vertex_error(G_pred: np.ndarray, G_gt: np.ndarray) -> dict:
     return {"mean": float(np.mean(d)), "per_frame": np.atleast_1d(d).tolist()}
 
 
+def similarity_align(G_pred: np.ndarray, G_gt: np.ndarray) -> np.ndarray:
+    """G_pred [..., V, 3] moved per frame onto G_gt by its best similarity transform (Umeyama 1991).
+
+    Least squares over rotation (no reflection), translation and one uniform scale, frame by frame. Frames with
+    a NaN in either input come back all-NaN. Same units as G_gt.
+    """
+    P, Q = np.asarray(G_pred, np.float64), np.asarray(G_gt, np.float64)
+    if P.shape != Q.shape or P.shape[-1] != 3:
+        raise ValueError(f"need two [..., V, 3] of one shape, got {P.shape} and {Q.shape}")
+    shape, P, Q = P.shape, P.reshape(-1, *P.shape[-2:]), Q.reshape(-1, *Q.shape[-2:])
+    ok = _found(P) & _found(Q)
+    out = np.full_like(P, np.nan)
+    if ok.any():
+        p, q = P[ok], Q[ok]
+        mp, mq = p.mean(1, keepdims=True), q.mean(1, keepdims=True)
+        X, Y = p - mp, q - mq
+        U, D, Vt = np.linalg.svd(Y.swapaxes(1, 2) @ X)  # covariance Σ_q,p per frame (the 1/V cancels in s)
+        S = np.ones_like(D)
+        S[:, 2] = np.sign(np.linalg.det(U @ Vt))  # −1 would be a reflection: flip the weakest axis instead
+        R = (U * S[:, None]) @ Vt
+        var = (X**2).sum((1, 2))
+        s = np.divide((D * S).sum(1), var, out=np.zeros_like(var), where=var > 0)  # all points in one: scale 0
+        out[ok] = s[:, None, None] * X @ R.swapaxes(1, 2) + mq
+    return out.reshape(shape)
+
+
+def vertex_error_nonrigid(G_pred: np.ndarray, G_gt: np.ndarray) -> dict:
+    """`vertex_error` after `similarity_align`: shape error only, with pose and size taken out per frame.
+
+    Mean per-vertex Euclidean distance in G's units (cm): {'mean', 'per_frame' [...]}; per_frame is NaN for a
+    frame with a NaN in either input, and 'mean' averages the other frames (NaN when none is left).
+    """
+    Q = np.asarray(G_gt, np.float64)
+    d = np.linalg.norm(similarity_align(G_pred, Q) - Q, axis=-1).mean(-1)
+    d = np.atleast_1d(d)
+    ok = np.isfinite(d)
+    return {"mean": float(d[ok].mean()) if ok.any() else math.nan, "per_frame": d.tolist()}
+
+
 def pose_error_deg(H_pred: np.ndarray, H_gt: np.ndarray) -> dict:
     """Angle (degrees) of the relative rotation R_pred·R_gtᵀ, for H = (f, rx, ry, rz, tx, ty) [..., 6].
 
@@ -157,6 +291,56 @@ def pose_error_deg(H_pred: np.ndarray, H_gt: np.ndarray) -> dict:
     trace = R[..., 0, 0] + R[..., 1, 1] + R[..., 2, 2]
     deg = np.degrees(np.arctan2(np.linalg.norm(axis, axis=-1), trace - 1.0))  # |axis| = 2 sin θ, tr−1 = 2 cos θ
     return {"mean": float(np.mean(deg)), "per_frame": np.atleast_1d(deg).tolist()}
+
+
+# --------------------------------------------------------------------------------------------- expressions
+# The synthetic performer's ground-truth channels (engine.expressions.NAMES; "left" is the subject's left, as in
+# ARKit) → the ARKit names (export.expressions.ARKIT_NAMES) whose mean should follow each channel.
+GT_TO_ARKIT = {
+    "jaw_open": ("jawOpen",),
+    "smile_left": ("mouthSmileLeft",),
+    "smile_right": ("mouthSmileRight",),
+    "blink_left": ("eyeBlinkLeft",),
+    "blink_right": ("eyeBlinkRight",),
+    "brow_raise": ("browInnerUp", "browOuterUpLeft", "browOuterUpRight"),
+    "brow_frown": ("browDownLeft", "browDownRight"),
+    "pucker": ("mouthPucker",),
+}
+
+
+def pearson_r(a, b) -> float | None:
+    """Pearson correlation of two 1-D series of one length, over the indices where both are finite.
+
+    None when fewer than 3 such points or either series is constant there: a flat prediction has no
+    correlation (r is 0/0), and reporting 0 would hide that it never moved.
+    """
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if a.ndim != 1 or a.shape != b.shape:
+        raise ValueError(f"need two 1-D series of one length, got {a.shape} and {b.shape}")
+    ok = np.isfinite(a) & np.isfinite(b)
+    a, b = a[ok], b[ok]
+    if a.size < 3 or np.ptp(a) == 0 or np.ptp(b) == 0:  # ptp, not std: a float mean can leave ~1e-17 residue
+        return None
+    a, b = a - a.mean(), b - b.mean()
+    return float(np.clip((a @ b) / math.sqrt((a @ a) * (b @ b)), -1.0, 1.0))
+
+
+def expression_r(pred: dict, truth: dict) -> dict:
+    """{name: pearson_r(pred[name], truth[name])} for every name in `truth`; None where pred lacks it."""
+    return {k: pearson_r(pred[k], v) if k in pred else None for k, v in truth.items()}
+
+
+def gt_channels(arkit: dict) -> dict:
+    """ARKit series {name: [T]} → ground-truth channels {gt_name: [T]}: the mean of GT_TO_ARKIT's names.
+
+    ARKit names missing from `arkit` are skipped; a channel with none of its names present is left out.
+    """
+    out = {}
+    for gt, names in GT_TO_ARKIT.items():
+        series = [np.asarray(arkit[n], np.float64) for n in names if n in arkit]
+        if series:
+            out[gt] = np.mean(series, axis=0)
+    return out
 
 
 # ----------------------------------------------------------------------------------------------- smoothing

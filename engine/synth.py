@@ -127,9 +127,9 @@ def performer_texture(face_image: str | None = None, size: int = TEXTURE_SIZE) -
     """UV texture (size² RGB uint8) unwrapped from a photo by the teacher + Eq. 7; holes filled by inpainting."""
     import torch
 
-    from engine import canonical, unwrap
-    from engine.enroll import FaceTracker
-    from engine.teacher import Teacher
+    from engine import unwrap
+    from engine.teacher import TeacherModel
+    from engine.tracking import FaceLoop
 
     if face_image is None:
         import skimage.data
@@ -140,12 +140,11 @@ def performer_texture(face_image: str | None = None, size: int = TEXTURE_SIZE) -
         if bgr is None:
             raise UserError(f"{face_image}: cannot read image")
         photo = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
-    found = FaceTracker(Teacher())(photo)
+    found = FaceLoop(TeacherModel())(photo)
     if found is None:
         raise UserError(f"{face_image or 'astronaut'}: no face found")
-    _, crop, landmarks = found
-    H, G = pose.fit(canonical.load()[0].astype(np.float64), landmarks.astype(np.float64))
-    image = torch.from_numpy(crop).permute(2, 0, 1)[None].float() / 255
+    H, G = found.H_crop, found.G
+    image = torch.from_numpy(found.image).permute(2, 0, 1)[None].float() / 255
     T, W = unwrap.unwrap(image, torch.from_numpy(G)[None].float(), torch.from_numpy(H)[None].float(), size)
     texture = (T[0].permute(1, 2, 0).numpy() * 255).clip(0, 255).astype(np.uint8)
     holes = (W[0, 0].numpy() < 0.15).astype(np.uint8)

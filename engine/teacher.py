@@ -144,3 +144,29 @@ class Teacher:
         out[:, :2] = crop.to_frame(lm, LANDMARK_SIZE)
         out[:, 2] *= crop.size / LANDMARK_SIZE
         return out, presence
+
+
+class TeacherModel:
+    """The teacher as a crop model of the one tracking loop (engine.tracking): landmarks on the 256² crop
+    (resized to 192² inside), then H and G by pose.fit. Enrollment labels with it; `eval ... teacher` scores it."""
+
+    name = "teacher"
+    crop_size = 256      # I2ZNet's input size: enrollment keeps the crop the teacher saw
+
+    def __init__(self, teacher: Teacher | None = None):
+        from engine import canonical
+
+        self.teacher = teacher or Teacher()
+        self.backend = f"torch {torch.__version__} ({self.teacher.device.type})"
+        self._X = canonical.load()[0].astype(np.float64)
+
+    def detect(self, frame_rgb: np.ndarray) -> list[Detection]:
+        return self.teacher.detect(frame_rgb)
+
+    def __call__(self, crop_rgb: np.ndarray):
+        from engine import pose
+        from engine.tracking import CropOutput
+
+        landmarks, presence = self.teacher.landmarks(crop_rgb)
+        H, G = pose.fit(self._X, landmarks)
+        return CropOutput(points=landmarks[:, :2], presence=presence, G=G, H=H, landmarks=landmarks)

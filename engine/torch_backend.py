@@ -3,14 +3,13 @@ session interface as ONNX Runtime (`run(output_names, feeds) -> list of arrays`)
 Only `--backend torch` imports this (the live app never does)."""
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 
 from engine import dam as dam_module
 from engine import i2znet
 from engine.errors import UserError
+from engine.run import Run
 from engine.teacher import FaceDetector
 from export.onnx_export import TextureGraph, TrackerGraph, load_colour
 
@@ -31,14 +30,14 @@ class TorchSession:
 
 def sessions(package):
     """Sessions for the three graphs from the run the package was exported from (manifest `source_run`)."""
-    run = Path(package.manifest.get("source_run", ""))
-    if not (run / "i2z").is_dir() or not (run / "dam").is_dir():
-        raise UserError(f"{package.path}: the torch backend needs the package's source run ({run}), "
+    run = Run(package.manifest.get("source_run", ""))
+    if not run.has_tracker():
+        raise UserError(f"{package.path}: the torch backend needs the package's source run ({run.path}), "
                         "which is not on this machine; use an ONNX Runtime backend")
-    dam, e_i = dam_module.load(run / "dam"), i2znet.load(run / "i2z")
+    dam, e_i = dam_module.load(run.dam), i2znet.load(run.i2z)
     made = {
         "tracker": TorchSession(TrackerGraph(e_i, dam), ["crop"], ["z", "H", "vertices", "G", "landmarks", "presence"]),
-        "texture": TorchSession(TextureGraph(dam, load_colour(run)), ["z", "v"], ["texture", "texture_raw"]),
+        "texture": TorchSession(TextureGraph(dam, load_colour(run.path)), ["z", "v"], ["texture", "texture_raw"]),
         "detector": TorchSession(FaceDetector(), ["image"], ["regressors", "logits"]),
     }
     return made, f"torch/{torch.__version__}", None

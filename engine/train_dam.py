@@ -32,6 +32,7 @@ from tqdm import tqdm
 
 from engine import dam as dam_module
 from engine import pose
+from engine import run as run_layout
 from engine.errors import UserError
 
 HELD_OUT_EVERY, HELD_OUT_OFFSET = 10, 5
@@ -51,20 +52,10 @@ MODEL_KEYS = ("texture_size", "channels", "hidden", "view_embedding")
 
 # ---------------------------------------------------------------- data
 def load_enrollment(run_dir: Path) -> dict:
-    folder = run_dir / "enrollment"
-    if not (folder / "H.npy").is_file():
-        raise UserError(f"{run_dir}: no enrollment found; run `facetrack enroll` first")
-    data = {}
-    for key in ("G", "H", "textures", "weights"):
-        try:
-            data[key] = np.load(folder / f"{key}.npy", allow_pickle=False)
-        except (OSError, ValueError, EOFError) as err:
-            raise UserError(f"{folder / f'{key}.npy'}: cannot read enrollment array ({err})") from None
-    n = len(data["H"])
-    if any(len(a) != n for a in data.values()):
-        raise UserError(f"{folder}: enrollment arrays disagree on the number of frames")
-    if n < HELD_OUT_EVERY:
-        raise UserError(f"{folder}: {n} enrolled frames; a DAM needs at least {HELD_OUT_EVERY}")
+    data = run_layout.load_enrollment(run_dir, ("G", "H", "textures", "weights"))
+    if len(data["H"]) < HELD_OUT_EVERY:
+        raise UserError(f"{run_layout.Run(run_dir).enrollment}: {len(data['H'])} enrolled frames; a DAM needs at "
+                        f"least {HELD_OUT_EVERY}")
     return data
 
 
@@ -201,10 +192,10 @@ def train_dam(run_dir: str | Path, profile: str | dict = "tiny", steps: int | No
                             psnr=f"{metrics['texture_psnr_db']:.1f}")
     seconds = time.perf_counter() - start
 
-    out = run_dir / "dam"
+    out = run_layout.Run(run_dir).dam
     dam_module.save(dam, out)
     latents = encode_all(dam, batches, torch.arange(n, device=device)).cpu().numpy().astype(np.float32)
-    np.save(out / "latents.npy", latents)
+    np.save(out / run_layout.LATENTS, latents)
     with open(out / "log.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(log[0]))
         writer.writeheader()
@@ -306,7 +297,7 @@ def _run(args) -> None:
     print(f"DAM ({report['profile']}, {report['steps']} steps, {report['seconds']:.0f} s on {report['device']}): "
           f"held-out geometry {h['geometry_error_cm']:.3f} cm (mean shape {h['mean_baseline']['geometry_error_cm']:.3f}), "
           f"texture PSNR {h['texture_psnr_db']:.1f} dB (mean texture {h['mean_baseline']['texture_psnr_db']:.1f}) "
-          f"→ {Path(args.run_dir) / 'dam'}")
+          f"→ {run_layout.Run(args.run_dir).dam}")
 
 
 def add_parser(subparsers) -> None:

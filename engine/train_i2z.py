@@ -31,6 +31,7 @@ from tqdm import tqdm
 
 from engine import i2znet, metrics, pose
 from engine import losses as paper
+from engine import run as run_layout
 from engine.errors import UserError
 from engine.i2znet import CROP_SIZE, I2ZNet, TeacherOut
 from engine.train_dam import HELD_OUT_EVERY, HELD_OUT_OFFSET  # the same frames the DAM never saw
@@ -48,36 +49,20 @@ VIEW_PERTURB_DEG = 25.0
 
 
 # ------------------------------------------------------------------------------------------------- data
-def load_enrollment(run_dir: Path) -> dict:
-    folder = run_dir / "enrollment"
-    keys = ("crops", "landmarks", "H")
-    missing = [k for k in keys if not (folder / f"{k}.npy").is_file()]
-    if missing:
-        raise UserError(f"{folder}: no enrollment ({', '.join(missing)}.npy missing); run "
-                        f"`facetrack enroll VIDEO --out {run_dir}` (or `facetrack demo --out DIR`) first")
-    data = {}
-    for k in keys:
-        try:
-            data[k] = np.load(folder / f"{k}.npy", allow_pickle=False)
-        except (ValueError, OSError) as err:
-            raise UserError(f"{folder / f'{k}.npy'}: unreadable ({err})") from None
-    return data
-
-
 def load_dam(run_dir: Path, n_frames: int):
     """(D in eval mode with frozen weights, z_gt [N,128]) from RUN/dam."""
-    folder = run_dir / "dam"
+    folder = run_layout.Run(run_dir).dam
     hint = f"train the DAM first: `facetrack train-dam {run_dir}`"
-    if not (folder / "latents.npy").is_file():
-        raise UserError(f"{folder / 'latents.npy'}: missing; {hint}")
+    if not (folder / run_layout.LATENTS).is_file():
+        raise UserError(f"{folder / run_layout.LATENTS}: missing; {hint}")
     try:
         from engine import dam
     except ImportError as err:
         raise UserError(f"engine.dam is not available ({err}); {hint}") from None
     D = dam.load(folder)
-    z = np.load(folder / "latents.npy", allow_pickle=False).astype(np.float32)
+    z = np.load(folder / run_layout.LATENTS, allow_pickle=False).astype(np.float32)
     if len(z) != n_frames:
-        raise UserError(f"{folder / 'latents.npy'}: {len(z)} latents for {n_frames} enrollment frames; {hint}")
+        raise UserError(f"{folder / run_layout.LATENTS}: {len(z)} latents for {n_frames} enrollment frames; {hint}")
     return D, z
 
 
@@ -271,13 +256,13 @@ def train_i2z(run_dir: str | Path, profile: str | dict = "tiny", steps: int | No
         if steps < 1:
             raise UserError(f"--steps must be ≥ 1 (got {steps})")
         cfg["steps"] = steps
-    out = Path(out) if out is not None else run_dir / "i2z"
-    data = load_enrollment(run_dir)
+    out = Path(out) if out is not None else run_layout.Run(run_dir).i2z
+    data = run_layout.load_enrollment(run_dir, ("crops", "landmarks", "H"))
     n = len(data["H"])
     if dam is None:
         D, z_gt = load_dam(run_dir, n)
     else:
-        D, z_gt = dam, np.load(run_dir / "dam" / "latents.npy", allow_pickle=False).astype(np.float32)
+        D, z_gt = dam, np.load(run_layout.Run(run_dir).dam / run_layout.LATENTS, allow_pickle=False).astype(np.float32)
     held = np.arange(HELD_OUT_OFFSET, n, HELD_OUT_EVERY)
     train = np.setdiff1d(np.arange(n), held)
     if len(train) < 2:
@@ -399,11 +384,7 @@ def plot(history: dict, data: dict, held: np.ndarray, ev: dict, path: Path, repo
 def _run(args) -> None:
     run = args.run_dir
     if args.out is not None:          # a new run folder sharing RUN's enrollment and DAM (ablations, seeds)
-        args.out.mkdir(parents=True, exist_ok=True)
-        for name in ("enrollment", "dam"):
-            link = args.out / name
-            if not link.exists():
-                link.symlink_to((run / name).resolve(), target_is_directory=True)
+        run_layout.Run(args.out).share(run_layout.Run(run))
         run = args.out
     report = train_i2z(run, profile=args.profile, steps=args.steps, streams=args.streams,
                        multi_level=not args.single_level, seed=args.seed)

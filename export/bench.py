@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import pose, video
+from engine import options, pose, video
 from engine.errors import UserError
 
 DEFAULT_FRAMES = 100
@@ -219,12 +219,12 @@ def add_parser(sub) -> None:
     p.add_argument("package", metavar="PACKAGE", type=Path)
     p.add_argument("--json", required=True, type=Path)
     p.add_argument("--source", type=Path, help="video file or folder of frames (default: a synthetic wild clip)")
-    p.add_argument("--frames", type=int, default=DEFAULT_FRAMES)
-    p.add_argument("--rounds", type=int, default=DEFAULT_ROUNDS,
+    p.add_argument("--frames", type=options.count(2, 100_000), default=DEFAULT_FRAMES)
+    p.add_argument("--rounds", type=options.count(1, 1000), default=DEFAULT_ROUNDS,
                    help="passes over the frames, each from a fresh start (medians over all)")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: the int8 tracker graph on the CPU provider when the package has one")
-    p.add_argument("--threads", type=int,
+    p.add_argument("--threads", type=options.threads,
                    help="ONNX Runtime intra-op threads (default: the runtime's, 1; 0: ONNX Runtime's choice)")
     p.set_defaults(run=_run)
 

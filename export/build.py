@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine import video
+from engine import options, video
 from engine.errors import UserError
 
 PROFILES = ("tiny", "full")
@@ -108,8 +108,8 @@ def add_parser(sub) -> None:
     p.add_argument("--out", required=True, type=Path, help="performer package folder")
     p.add_argument("--profile", choices=PROFILES, default="tiny")
     p.add_argument("--work", type=Path, help="work folder (default PACKAGE.work/)")
-    p.add_argument("--max-frames", type=int, help="use at most this many frames of each video")
-    p.add_argument("--steps-scale", type=float, default=1.0, help=argparse.SUPPRESS)   # tests: tiny step counts
+    p.add_argument("--max-frames", type=options.count(3), help="use at most this many frames of each video")
+    p.add_argument("--steps-scale", type=options.positive(100), default=1.0, help=argparse.SUPPRESS)   # tests: tiny step counts
     p.set_defaults(run=_run)
 
 

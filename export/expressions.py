@@ -17,8 +17,8 @@ from __future__ import annotations
 
 import numpy as np
 
-# ARKit's 52 names in Apple's ARFaceAnchor.BlendShapeLocation order (the order Unreal's EARFaceBlendShape and
-# Live Link Face's CSV use).
+# ARKit's 52 names in Apple's ARFaceAnchor.BlendShapeLocation order (Live Link Face's CSV and Unreal's
+# EARFaceBlendShape use another order: app.livelink).
 ARKIT_NAMES = (
     "eyeBlinkLeft", "eyeLookDownLeft", "eyeLookInLeft", "eyeLookOutLeft", "eyeLookUpLeft", "eyeSquintLeft",
     "eyeWideLeft", "eyeBlinkRight", "eyeLookDownRight", "eyeLookInRight", "eyeLookOutRight", "eyeLookUpRight",
@@ -140,3 +140,63 @@ class ExpressionEstimator:
         values = dict.fromkeys(ARKIT_NAMES, 0.0)
         values.update(_activations(measures(G), self.neutral))
         return values
+
+
+# ---------------------------------------------------------------- VRM 0.x standard expressions
+# VRM 0.x BlendShapePreset names, spelled as VRM defines them (EVMC4U matches /VMC/Ext/Blend/Val names to a
+# model's clips case-insensitively, so this spelling also reaches receivers that upper-case them).
+VRM_NAMES = ("Blink", "Blink_L", "Blink_R", "A", "I", "U", "E", "O", "Joy", "Angry", "Sorrow", "Fun", "Surprised")
+
+# How `vrm_expressions` derives each one from the ARKit values (all in [0, 1]; a missing name reads 0).
+# VRM's clips add up on the avatar's blendshapes, so overlapping presets are split rather than stacked:
+# a smile with closed eyes is Joy (VRM's Joy usually closes the eyes itself), the rest of the closure is
+# Blink, and what one eye closes beyond the other is Blink_L / Blink_R. VRM's Blink_L closes the avatar's
+# left eye, which is the subject's left, like ARKit's eyeBlinkLeft (no mirroring here).
+#   smile  = mean(mouthSmileLeft, mouthSmileRight)       both   = min(eyeBlinkLeft, eyeBlinkRight)
+#   spread = mean(mouthStretchLeft, mouthStretchRight)   round  = max(mouthFunnel, mouthPucker)
+#   outer  = mean(browOuterUpLeft, browOuterUpRight)     wide   = mean(eyeWideLeft, eyeWideRight)
+VRM_MAPPING = {
+    "Blink": "both · (1 − smile)",
+    "Blink_L": "eyeBlinkLeft − both",
+    "Blink_R": "eyeBlinkRight − both",
+    "A": "jawOpen · (1 − round) · (1 − spread)",
+    "I": "spread · (1 − jawOpen)",
+    "U": "mouthPucker",
+    "E": "spread · jawOpen · (1 − round)",
+    "O": "mouthFunnel",
+    "Joy": "smile · both",
+    "Angry": "mean(browDownLeft, browDownRight)",
+    "Sorrow": "0.5 · mean(mouthFrownLeft, mouthFrownRight) + 0.5 · browInnerUp · (1 − outer)",
+    "Fun": "smile · (1 − both)",
+    "Surprised": "outer · (0.5 + 0.5 · max(jawOpen, wide))",
+}
+
+
+def vrm_expressions(arkit) -> dict[str, float]:
+    """{ARKit name: value} → {VRM 0.x preset: value in [0, 1]} by the VRM_MAPPING table, in VRM_NAMES order."""
+    def a(name: str) -> float:
+        return float(np.clip(arkit.get(name, 0.0), 0.0, 1.0))
+
+    def mean(name: str) -> float:
+        return 0.5 * (a(name + "Left") + a(name + "Right"))
+
+    smile, spread, outer, wide = mean("mouthSmile"), mean("mouthStretch"), mean("browOuterUp"), mean("eyeWide")
+    both = min(a("eyeBlinkLeft"), a("eyeBlinkRight"))
+    rounded = max(a("mouthFunnel"), a("mouthPucker"))
+    jaw = a("jawOpen")
+    values = {
+        "Blink": both * (1.0 - smile),
+        "Blink_L": a("eyeBlinkLeft") - both,
+        "Blink_R": a("eyeBlinkRight") - both,
+        "A": jaw * (1.0 - rounded) * (1.0 - spread),
+        "I": spread * (1.0 - jaw),
+        "U": a("mouthPucker"),
+        "E": spread * jaw * (1.0 - rounded),
+        "O": a("mouthFunnel"),
+        "Joy": smile * both,
+        "Angry": mean("browDown"),
+        "Sorrow": 0.5 * mean("mouthFrown") + 0.5 * a("browInnerUp") * (1.0 - outer),
+        "Fun": smile * (1.0 - both),
+        "Surprised": outer * (0.5 + 0.5 * max(jaw, wide)),
+    }
+    return {name: float(np.clip(values[name], 0.0, 1.0)) for name in VRM_NAMES}

@@ -22,6 +22,7 @@ from torch import nn
 from engine import dam as dam_module
 from engine import i2znet, pose
 from engine.errors import UserError
+from engine.run import WEIGHTS, Run
 from engine.teacher import FaceDetector
 from engine.topology import topology
 from export import graph_passes
@@ -30,7 +31,6 @@ from export.package import GRAPHS, INT8_TRACKER, TOPOLOGY, open_package, write_m
 OPSET = 17
 INT8_GEMMS = "/e_i/level_heads."   # the Gemms holding ~70 % of tracker.onnx's weights: E_I's p_l^z, p_l^h
 INT8_MAX_PX = 0.25                 # keep the int8 tracker only while it moves no vertex further than this
-COLOUR_DIR = "colour"   # RUN/colour/model.safetensors: C learned by adaptation (identity when absent)
 
 
 class TrackerGraph(nn.Module):
@@ -65,7 +65,7 @@ def _to_uint8(T: torch.Tensor) -> torch.Tensor:
 
 def load_colour(run: Path) -> dam_module.ColourCorrection:
     C = dam_module.ColourCorrection()
-    path = run / COLOUR_DIR / "model.safetensors"
+    path = Run(run).colour / WEIGHTS          # C learned by adaptation (identity when absent)
     if path.is_file():
         from safetensors.torch import load_file
 
@@ -147,15 +147,15 @@ def _export(module: nn.Module, args: tuple, path: Path, inputs: list[str], outpu
 
 @torch.no_grad()
 def export_package(run: str | Path, out: str | Path) -> dict:
-    run, out = Path(run), Path(out)
-    if not (run / "enrollment" / "crops.npy").is_file():
-        raise UserError(f"{run}: no enrollment found (run `facetrack build` or the steps before export)")
-    dam = dam_module.load(run / "dam")
-    e_i = i2znet.load(run / "i2z")
-    colour = load_colour(run)
+    run, out = Run(run), Path(out)
+    if not (run.enrollment / "crops.npy").is_file():
+        raise UserError(f"{run.path}: no enrollment found (run `facetrack build` or the steps before export)")
+    dam = dam_module.load(run.dam)
+    e_i = i2znet.load(run.i2z)
+    colour = load_colour(run.path)
     out.mkdir(parents=True, exist_ok=True)
     tracker, texture = TrackerGraph(e_i, dam).eval(), TextureGraph(dam, colour).eval()
-    crops = np.load(run / "enrollment" / "crops.npy", mmap_mode="r")
+    crops = np.load(run.enrollment / "crops.npy", mmap_mode="r")
     sample = torch.from_numpy(np.array(crops[:1]))   # a writable copy of the memory map
     rewrites = {"tracker.onnx": _export(tracker, (sample,), out / "tracker.onnx", ["crop"],
                                         ["z", "H", "vertices", "G", "landmarks", "presence"])}
@@ -177,7 +177,7 @@ def export_package(run: str | Path, out: str | Path) -> dict:
         "colour_correction": {"matrix": colour.matrix.tolist(), "bias": colour.conv.bias.tolist()},
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "opset": OPSET,
                      "python": platform.python_version()},
-        "source_run": str(run.resolve()),
+        "source_run": str(run.path.resolve()),
         "parity": parity,
         "graph_rewrites": rewrites,
         "int8_tracker": int8,

@@ -1,23 +1,34 @@
 """The performer package: a folder of ONNX graphs, the mesh topology and a manifest with a SHA-256 per file.
 
-    PACKAGE/manifest.json   format, input spec, versions, files {name: sha256}
+    PACKAGE/manifest.json   format, input spec, versions, files {name: sha256} (names: plain relative paths inside
+                            the package; checked against MANIFEST_SCHEMA below)
     PACKAGE/tracker.onnx    uint8 [1,256,256,3] crop → z, H, vertices (crop px), G, landmarks, presence
     PACKAGE/tracker_int8.onnx  the same with E_I's level-head weights in int8, for the CPU provider (optional:
                             export keeps it only while it moves no vertex more than 0.25 px; manifest int8_tracker)
     PACKAGE/texture.onnx    z [1,128], view v [1,3] → colour-corrected texture C(T) uint8 [1,S,S,3]
     PACKAGE/detector.onnx   BlazeFace: [1,3,128,128] in [-1,1] → regressors [1,896,16], logits [1,896]
     PACKAGE/topology.npz    triangles, uv, holes (the mesh the studio draws)
-    PACKAGE/trt/            TensorRT engine cache, keyed by GPU compute capability + TensorRT version
 
-Torch-free: the studio and `facetrack track` load packages through this module. `verify` re-hashes every file,
-so a missing, truncated or tampered file is reported by name before any runtime touches it.
+Nothing else in the folder is read: TensorRT engines are built from the verified graphs into a per-user cache
+(export.trt_engine), never loaded from a package; a `trt/` folder shipped inside one is ignored.
+
+Torch-free: the studio and `facetrack track` load packages through this module. `open_package` checks, in order and
+before any listed file is opened: the manifest's size, JSON and schema; that every listed name is a plain relative
+path that stays inside the package (symlinks resolved); then re-hashes every file (a missing, truncated or tampered
+file is reported by name) and checks the topology's arrays. `check_graph` checks an ONNX session's inputs and
+outputs against SIGNATURES (the runtime calls it for each session it creates). Every problem is one UserError line
+naming the file.
 """
 from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
-from pathlib import Path
+import math
+import re
+import stat
+import zipfile
+from dataclasses import dataclass, field
+from pathlib import Path, PureWindowsPath
 
 import numpy as np
 
@@ -31,6 +42,14 @@ GRAPH_NAMES = ("tracker", "texture", "detector")
 GRAPHS = tuple(f"{name}.onnx" for name in GRAPH_NAMES)
 INT8_TRACKER = "tracker_int8.onnx"
 TOPOLOGY = "topology.npz"
+VERTICES = 468
+LATENT = 128
+
+MAX_MANIFEST_BYTES = 1 << 20
+MAX_FILES = 256
+MAX_NAME = 255
+MAX_TOPOLOGY_BYTES = 16 << 20
+MAX_TRIANGLES = 10_000
 
 
 def sha256(path: Path) -> str:
@@ -41,10 +60,23 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
+def _line(text: str, limit: int = 120) -> str:
+    """Text for a one-line message: whitespace (newlines included) collapsed, shortened."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
+def _show(value, limit: int = 80) -> str:
+    """A manifest value for a one-line message: repr (which escapes line breaks), shortened."""
+    return _line(repr(value), limit)
+
+
 @dataclass(frozen=True)
 class Package:
     path: Path
     manifest: dict
+    manifest_sha256: str = ""          # of manifest.json's bytes as verified: the key of the per-user engine cache
+    _topology: tuple | None = field(default=None, repr=False, compare=False)
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -61,10 +93,16 @@ class Package:
     def texture_size(self) -> int:
         return int(self.manifest["texture"]["size"])
 
+    @property
+    def sizes(self) -> dict[str, int]:
+        """The manifest's values for SIGNATURES' symbolic dims (pass as check_graph's `sizes`)."""
+        return {"crop_size": self.crop_size, "texture_size": self.texture_size}
+
     def topology(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(triangles [F,3] int32, uv [468,2] float32, holes [K,3] int32)."""
-        with np.load(self.file(TOPOLOGY), allow_pickle=False) as z:
-            return z["triangles"], z["uv"], z["holes"]
+        """(triangles [F,3] int32, uv [468,2] float32, holes [K,3] int32), as checked by open_package."""
+        if self._topology is None:
+            return check_topology(self.file(TOPOLOGY))
+        return tuple(a.copy() for a in self._topology)
 
 
 def write_manifest(folder: Path, manifest: dict) -> dict:
@@ -76,36 +114,348 @@ def write_manifest(folder: Path, manifest: dict) -> dict:
 
 
 def open_package(path: str | Path) -> Package:
-    """Load and verify a package. Any problem → UserError naming the file."""
+    """Load and verify a package. Any problem → UserError naming the file (one line)."""
     path = Path(path)
     if not path.is_dir():
         raise UserError(f"{path}: no such performer package (a folder made by `facetrack export`)")
-    mpath = path / MANIFEST
+    raw = read_manifest(path)
+    manifest = parse_manifest(path / MANIFEST, raw)
+    check_manifest(path / MANIFEST, manifest)
+    files = {name: confine(path, name) for name in manifest["files"]}      # every name, before any file is opened
+    verify_hashes(files, manifest["files"])
+    topology = check_topology(files[TOPOLOGY])
+    return Package(path, manifest, hashlib.sha256(raw).hexdigest(), topology)
+
+
+# ------------------------------------------------------------------------------------------- names
+def confine(package: Path, name, manifest: Path | None = None) -> Path:
+    """`package / name` when `name` is a plain relative POSIX path whose resolved target (symlinks followed) lies
+    inside the resolved package folder; else UserError naming the manifest. Opens nothing."""
+    mpath = manifest or package / MANIFEST
+    if not isinstance(name, str) or not name or not name.isprintable() or "\\" in name or len(name) > 4 * MAX_NAME:
+        raise UserError(f"{mpath}: file name {_show(name)} is not a plain relative path (empty, too long, control "
+                        "characters or a backslash)")
+    parts = name.split("/")
+    if name.startswith("/") or PureWindowsPath(name).drive or any(p in ("", ".", "..") for p in parts) \
+            or any(len(p) > MAX_NAME for p in parts):
+        raise UserError(f"{mpath}: file name {_show(name)} is not a plain relative path inside the package "
+                        "(absolute, a drive, '..', '.' or an empty part)")
     try:
-        manifest = json.loads(mpath.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{mpath}: missing (not a performer package)") from None
+        root = package.resolve()
+        target = (package / name).resolve()
+    except (OSError, RuntimeError) as err:          # a symlink loop
+        raise UserError(f"{mpath}: file name {_show(name)} cannot be resolved ({type(err).__name__})") from None
+    if target == root or not target.is_relative_to(root):
+        raise UserError(f"{mpath}: file name {_show(name)} resolves outside the package (a symlink)")
+    return package / name
+
+
+def _regular(path: Path) -> bool:
+    try:
+        return stat.S_ISREG(path.stat().st_mode)
+    except (OSError, ValueError):
+        return False
+
+
+# ------------------------------------------------------------------------------------------- manifest
+def read_manifest(package: Path) -> bytes:
+    """manifest.json's bytes: a regular file inside the package, at most MAX_MANIFEST_BYTES."""
+    mpath = package / MANIFEST
+    if not mpath.exists() and not mpath.is_symlink():
+        raise UserError(f"{mpath}: missing (not a performer package)")
+    confine(package, MANIFEST)
+    if not _regular(mpath):
+        raise UserError(f"{mpath}: not a regular file")
+    with open(mpath, "rb") as f:
+        raw = f.read(MAX_MANIFEST_BYTES + 1)
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise UserError(f"{mpath}: manifest larger than {MAX_MANIFEST_BYTES // 1024} KiB (refused)")
+    return raw
+
+
+def _no_duplicates(pairs):
+    keys = [k for k, _ in pairs]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"duplicate key {_show(next(k for k in keys if keys.count(k) > 1))}")
+    return dict(pairs)
+
+
+def parse_manifest(mpath: Path, raw: bytes):
+    try:
+        return json.loads(raw.decode("utf-8"), object_pairs_hook=_no_duplicates)
+    except RecursionError:
+        raise UserError(f"{mpath}: corrupt manifest (JSON nested too deeply)") from None
     except (ValueError, UnicodeDecodeError) as err:
-        raise UserError(f"{mpath}: corrupt manifest ({err})") from None
-    if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
-        raise UserError(f"{mpath}: not a {FORMAT} v{VERSION} manifest")
-    files = manifest.get("files", {})
+        raise UserError(f"{mpath}: corrupt manifest ({_line(err)})") from None
+
+
+class _Bad(Exception):
+    """A schema violation: the message says where (a key path) and what."""
+
+
+def _int(lo: int, hi: int):
+    def check(v, where):
+        if type(v) is not int or not lo <= v <= hi:
+            raise _Bad(f"{where} must be an integer in {lo}..{hi} (found {_show(v)})")
+    return check
+
+
+def _number(v, where):
+    if type(v) not in (int, float) or not math.isfinite(v):
+        raise _Bad(f"{where} must be a finite number (found {_show(v)})")
+
+
+def _string(v, where):
+    if not isinstance(v, str):
+        raise _Bad(f"{where} must be a string (found {_show(v)})")
+
+
+def _const(value):
+    def check(v, where):
+        if type(v) is not type(value) or v != value:
+            raise _Bad(f"{where} must be {value!r} (found {_show(v)})")
+    return check
+
+
+def _vector(n: int):
+    def check(v, where):
+        if not isinstance(v, list) or len(v) != n:
+            raise _Bad(f"{where} must be a list of {n} numbers (found {_show(v)})")
+        for i, x in enumerate(v):
+            _number(x, f"{where}[{i}]")
+    return check
+
+
+def _matrix(rows: int, cols: int):
+    def check(v, where):
+        if not isinstance(v, list) or len(v) != rows:
+            raise _Bad(f"{where} must be a {rows}x{cols} list of lists (found {_show(v)})")
+        for i, row in enumerate(v):
+            _vector(cols)(row, f"{where}[{i}]")
+    return check
+
+
+def _map(value_check):
+    """An object whose keys are strings and whose values all pass `value_check`."""
+    def check(v, where):
+        if not isinstance(v, dict):
+            raise _Bad(f"{where} must be an object (found {_show(v)})")
+        for k, x in v.items():
+            value_check(x, f"{where}.{_line(k, 40)}")
+    return check
+
+
+def _either(*checks):
+    def check(v, where):
+        errors = []
+        for c in checks:
+            try:
+                return c(v, where)
+            except _Bad as err:
+                errors.append(str(err))
+        raise _Bad(errors[0])
+    return check
+
+
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+def _files(v, where):
+    if not isinstance(v, dict) or not v:
+        raise _Bad(f"{where} must be a non-empty object of file name → SHA-256 (found {_show(v)})")
+    if len(v) > MAX_FILES:
+        raise _Bad(f"{where} lists {len(v)} files (at most {MAX_FILES})")
+    for name, digest in v.items():
+        if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+            raise _Bad(f"{where}[{_show(name)}] must be a SHA-256 of 64 lowercase hex digits (found {_show(digest)})")
     for name in (*GRAPHS, TOPOLOGY):
-        if name not in files:
-            raise UserError(f"{mpath}: lists no {name}")
-    for name, digest in files.items():
-        f = path / name
-        if not f.is_file():
-            raise UserError(f"{f}: missing from the package")
-        if sha256(f) != digest:
+        if name not in v:
+            raise _Bad(f"lists no {name}")
+
+
+# (key, required, check): an object's keys are checked by a nested list, anything else by a check function.
+# Keys not listed are allowed (a newer exporter's reports) and never read.
+MANIFEST_SCHEMA = [
+    ("format", True, _const(FORMAT)),
+    ("version", True, _const(VERSION)),
+    ("input", True, [
+        ("crop_size", True, _int(64, 1024)),
+        ("dtype", True, _const("uint8")),
+        ("layout", True, _const("NHWC")),
+        ("colour", True, _const("RGB")),
+    ]),
+    ("texture", True, [
+        ("size", True, _int(16, 4096)),
+    ]),
+    ("files", True, _files),
+    ("colour_correction", False, [
+        ("matrix", True, _matrix(3, 3)),
+        ("bias", True, _vector(3)),
+    ]),
+    ("versions", False, _map(_either(_string, _number))),
+    ("source_run", False, _string),
+    ("parity", False, _map(_number)),
+    ("graph_rewrites", False, _map(_map(_int(0, 1 << 30)))),
+    ("int8_tracker", False, _map(_either(_number, _string))),
+]
+
+
+def _check_object(value, schema, where: str) -> None:
+    if not isinstance(value, dict):
+        raise _Bad(f"{where or 'the manifest'} must be a JSON object (found {type(value).__name__})")
+    for key, required, check in schema:
+        path = f"{where}.{key}" if where else key
+        if key not in value:
+            if required:
+                raise _Bad(f"missing {path}")
+            continue
+        if isinstance(check, list):
+            _check_object(value[key], check, path)
+        else:
+            check(value[key], path)
+
+
+def check_manifest(mpath: Path, manifest) -> None:
+    """The manifest against MANIFEST_SCHEMA: UserError(f'{mpath}: ...') on the first difference."""
+    if isinstance(manifest, dict) and (manifest.get("format") != FORMAT or type(manifest.get("version")) is not int
+                                       or manifest["version"] != VERSION):
+        raise UserError(f"{mpath}: not a {FORMAT} v{VERSION} manifest")
+    try:
+        _check_object(manifest, MANIFEST_SCHEMA, "")
+    except _Bad as err:
+        raise UserError(f"{mpath}: {err}") from None
+
+
+# ------------------------------------------------------------------------------------------- hashes
+def verify_hashes(files: dict[str, Path], digests: dict[str, str]) -> None:
+    """Every listed file is a regular file (after confine) whose SHA-256 is the manifest's."""
+    for name, f in files.items():
+        if not _regular(f):
+            raise UserError(f"{f}: missing from the package" if not f.exists() else f"{f}: not a regular file")
+    for name, f in files.items():
+        try:
+            ok = sha256(f) == digests[name]
+        except OSError as err:
+            raise UserError(f"{f}: unreadable ({err.strerror or type(err).__name__})") from None
+        if not ok:
             raise UserError(f"{f}: hash mismatch (file changed or truncated since export)")
-    return Package(path, manifest)
+
+
+# ------------------------------------------------------------------------------------------- topology
+TOPOLOGY_KEYS = ("triangles", "uv", "holes")
+
+
+def _npy_header(zf: zipfile.ZipFile, key: str):
+    with zf.open(f"{key}.npy") as f:
+        version = np.lib.format.read_magic(f)
+        read = {(1, 0): np.lib.format.read_array_header_1_0, (2, 0): np.lib.format.read_array_header_2_0}[version]
+        shape, _, dtype = read(f)
+    return tuple(shape), np.dtype(dtype)
+
+
+def _check_header(key: str, shape: tuple, dtype: np.dtype) -> str | None:
+    """Why the array `key` with this .npy header is not what the studio draws, or None."""
+    if key == "uv":
+        ok = dtype.kind == "f" and shape == (VERTICES, 2)
+        return None if ok else f"uv must be float [{VERTICES},2] (found {dtype} {list(shape)})"
+    least = 1 if key == "triangles" else 0
+    ok = dtype.kind in "iu" and len(shape) == 2 and shape[1] == 3 and least <= shape[0] <= MAX_TRIANGLES
+    return None if ok else f"{key} must be integer [N,3] with {least} ≤ N ≤ {MAX_TRIANGLES} " \
+                           f"(found {dtype} {list(shape)})"
+
+
+def check_topology(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(triangles int32 [F,3], uv float32 [468,2], holes int32 [K,3]) from topology.npz, loaded without pickle after
+    its headers, dtypes, shapes, index range (0..467) and finiteness are checked. UserError naming the file."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            names = set(zf.namelist())
+            missing = [k for k in TOPOLOGY_KEYS if f"{k}.npy" not in names]
+            if missing:
+                raise UserError(f"{path}: lacks {', '.join(missing)} (has {_show(sorted(names))})")
+            if sum(i.file_size for i in zf.infolist()) > MAX_TOPOLOGY_BYTES:
+                raise UserError(f"{path}: larger than {MAX_TOPOLOGY_BYTES >> 20} MiB uncompressed (refused)")
+            for key in TOPOLOGY_KEYS:
+                why = _check_header(key, *_npy_header(zf, key))
+                if why:
+                    raise UserError(f"{path}: {why}")
+        with np.load(path, allow_pickle=False) as z:
+            triangles, uv, holes = (np.asarray(z[k]) for k in TOPOLOGY_KEYS)
+    except UserError:
+        raise
+    except (OSError, ValueError, EOFError, KeyError, MemoryError, zipfile.BadZipFile) as err:
+        raise UserError(f"{path}: corrupt topology ({_line(str(err) or type(err).__name__)})") from None
+    for key, index in (("triangles", triangles), ("holes", holes)):
+        if index.size and (index.min() < 0 or index.max() >= VERTICES):
+            raise UserError(f"{path}: {key} index outside 0..{VERTICES - 1} "
+                            f"(found {int(index.min())}..{int(index.max())})")
+    if not np.isfinite(uv).all():
+        raise UserError(f"{path}: uv has non-finite values")
+    return triangles.astype(np.int32), uv.astype(np.float32), holes.astype(np.int32)
+
+
+# ------------------------------------------------------------------------------------------- graph signatures
+# (name, element type, shape) of each graph's inputs and outputs, in order, as ONNX Runtime reports them
+# (`session.get_inputs()` / `get_outputs()`). A dim is an int (must match), a string naming a manifest size
+# (Package.sizes: must match it when `sizes` is given, else any fixed size) or None (anything, even symbolic).
+_F, _U8 = "tensor(float)", "tensor(uint8)"
+SIGNATURES: dict[str, tuple[list, list]] = {
+    "tracker": ([("crop", _U8, [1, "crop_size", "crop_size", 3])],
+                [("z", _F, [1, LATENT]), ("H", _F, [1, 6]), ("vertices", _F, [1, VERTICES, 3]),
+                 ("G", _F, [1, VERTICES, 3]), ("landmarks", _F, [1, VERTICES, 2]), ("presence", _F, [1])]),
+    "texture": ([("z", _F, [1, LATENT]), ("v", _F, [1, 3])],
+                [("texture", _U8, [1, "texture_size", "texture_size", 3]),
+                 ("texture_raw", _U8, [1, "texture_size", "texture_size", 3])]),
+    "detector": ([("image", _F, [1, 3, 128, 128])],
+                 [("regressors", _F, [1, 896, 16]), ("logits", _F, [1, 896])]),
+}
+
+
+def _dim_ok(want, got, sizes: dict | None) -> bool:
+    if want is None:
+        return True
+    if type(got) is not int or got <= 0:
+        return False
+    if isinstance(want, str):
+        return sizes is None or want not in sizes or got == sizes[want]
+    return got == want
+
+
+def _args(items) -> list[tuple[str, str, list]]:
+    return [(str(name), str(kind), list(shape) if shape is not None else None) for name, kind, shape in items]
+
+
+def check_graph(name: str, inputs: list[tuple[str, str, list]], outputs: list[tuple[str, str, list]], *,
+                path: str | Path | None = None, sizes: dict | None = None) -> None:
+    """Whether a session for graph `name` (tracker, texture, detector) takes and gives what SIGNATURES says: names
+    and order, element types, shapes (`sizes`, e.g. Package.sizes, fixes the symbolic ones). `inputs`/`outputs` as
+    [(i.name, i.type, i.shape) for i in session.get_inputs()]. UserError(f'{path}: ...') naming the first
+    difference; `path` defaults to '{name}.onnx'."""
+    path = path or f"{name}.onnx"
+    if name not in SIGNATURES:
+        raise UserError(f"{path}: no graph signature for {name!r} (known: {', '.join(SIGNATURES)})")
+    (want_in, want_out) = SIGNATURES[name]
+    for side, want, got in (("inputs", want_in, inputs), ("outputs", want_out, outputs)):
+        got = _args(got)
+        if [g[0] for g in got] != [w[0] for w in want]:
+            raise UserError(f"{path}: not the {name} graph: {side} {_show([g[0] for g in got])}, expected "
+                            f"{_show([w[0] for w in want])}")
+        for (tensor, kind, shape), (_, want_kind, want_shape) in zip(got, want):
+            if kind != want_kind:
+                raise UserError(f"{path}: {name} {side[:-1]} {_show(tensor)} is {_show(kind)}, expected {want_kind}")
+            if shape is None or len(shape) != len(want_shape) or \
+                    not all(_dim_ok(w, g, sizes) for w, g in zip(want_shape, shape)):
+                expected = [sizes.get(w, w) if sizes and isinstance(w, str) else w for w in want_shape]
+                raise UserError(f"{path}: {name} {side[:-1]} {_show(tensor)} has shape {_show(shape)}, expected "
+                                f"{_show(expected)}")
 
 
 def add_files(folder: str | Path, names: list[str]) -> dict:
     """List extra files (e.g. a demo clip) in an existing manifest, with their hashes."""
     folder = Path(folder)
     manifest = json.loads((folder / MANIFEST).read_text())
+    for name in names:
+        confine(folder, name)
     manifest["files"].update({name: sha256(folder / name) for name in names})
     (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
     return manifest

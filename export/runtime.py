@@ -1,32 +1,33 @@
 """The live tracking runtime (no torch): one `Tracker` interface over the performer package's ONNX graphs.
 
 Backends, chosen automatically (override with `backend=`):
-  tensorrt     native TensorRT engines (export.trt_engine: module `tensorrt`, else `tensorrt_rtx`; fp16; cached in
-               PACKAGE/trt/sm<cc>-<module><version>/), per graph, else ONNX Runtime's TensorRT provider (fp16,
-               its cache in that folder's ort/), else CUDA, else CPU
+  tensorrt     native TensorRT engines (export.trt_engine: module `tensorrt`, else `tensorrt_rtx`; fp16; cached per
+               user, keyed by the package's manifest hash, the GPU and the TensorRT version: never inside a package),
+               per graph, else ONNX Runtime's TensorRT provider (fp16, its cache in that folder's ort/), else CUDA,
+               else CPU
   cuda         ONNX Runtime's CUDA provider
   cpu          ONNX Runtime's CPU provider (the tracker from tracker_int8.onnx when the package has it)
   torch        development only: the package's source run in torch (engine.torch_backend, imported on request)
 The backend reports what actually runs (`session.get_providers()`; native and ONNX Runtime graphs both named when
 they are mixed), and `fallback` holds one line saying what was wanted and why it is not in use.
 
-Tracking loop (MediaPipe's pattern): detect with BlazeFace at start and after loss; otherwise crop from the
-previous frame's projected vertices; run the tracker graph on the 256² crop; map results back to the frame.
+The tracking loop is engine.tracking's, the one every tracker in the project runs: detect with BlazeFace at start
+and after loss; otherwise crop from the previous frame's projected vertices; run the tracker graph on the 256²
+crop; map results back to the frame.
 """
 from __future__ import annotations
 
-import time
-from dataclasses import dataclass, field
+import os
 from pathlib import Path
 
 import numpy as np
 
 from engine import pose
-from engine.detection import Crop, crop_from_detection, crop_from_landmarks, detections, detector_input, ssd_anchors
+from engine.detection import detections, detector_input, ssd_anchors
 from engine.errors import UserError
-from export.package import GRAPH_NAMES, INT8_TRACKER, Package, open_package
+from engine.tracking import CropOutput, FaceLoop, TrackOptions
+from export.package import GRAPH_NAMES, INT8_TRACKER, Package, check_graph, open_package
 
-MIN_PRESENCE = 0.5
 # ONNX Runtime intra-op threads when none are asked for. The graphs are small (~4 ms on one core): on 2 cores a
 # second, non-spinning thread cost more in hand-offs than it saved (tracker 5.4 vs 4.0 ms), and spinning threads
 # would take the cores the capture, texture and UI threads need. 0 means ONNX Runtime's own choice (all cores).
@@ -36,31 +37,12 @@ PRECISIONS = ("auto", "fp32")
 _PROVIDERS = {"tensorrt": "TensorrtExecutionProvider", "cuda": "CUDAExecutionProvider", "cpu": "CPUExecutionProvider"}
 
 
-@dataclass
-class TrackResult:
-    z: np.ndarray          # [128] DAM latent
-    H: np.ndarray          # [6] pose in FRAME pixels: image-space vertices = pose.transform(G, H)
-    G: np.ndarray          # [468,3] canonical head frame, cm
-    points: np.ndarray     # [468,2] projected vertices, frame pixels
-    presence: float
-    crop: Crop
-    H_crop: np.ndarray     # [6] pose in the 256² crop's pixels (what the graph outputs)
-    stages_ms: dict = field(default_factory=dict)
-
-
-def frame_pose(H_crop: np.ndarray, crop: Crop, crop_size: int) -> np.ndarray:
-    """H in crop pixels → H in frame pixels (the crop is a scale and a shift: f and t change, angles don't)."""
-    k = crop.size / crop_size
-    origin = crop.to_frame(np.zeros(2), crop_size)
-    return np.array([H_crop[0] * k, *H_crop[1:4], H_crop[4] * k + origin[0], H_crop[5] * k + origin[1]])
-
-
 def _trt_cache(package: Package) -> Path:
-    """ONNX Runtime's TensorRT provider cache: PACKAGE/trt/sm<cc>-tensorrt<version>/ort/, beside the native plans
-    of the same key (rebuilt when the GPU or TensorRT changes)."""
+    """ONNX Runtime's TensorRT provider cache, in the per-user cache (never inside the package): CACHE/trt/<manifest
+    hash>/sm<cc>-tensorrt<version>/ort/, beside the native plans of the same key (export.trt_engine)."""
     from export.trt_engine import ort_cache_dir
 
-    path = ort_cache_dir(package.path)
+    path = ort_cache_dir(package)
     path.mkdir(parents=True, exist_ok=True)
     return path
 
@@ -147,69 +129,65 @@ def sessions(package: Package, backend: str = "auto", threads: int | None = None
 
 
 def tracker_threads(threads: int | None) -> int:
-    """The intra-op thread count a Tracker uses: DEFAULT_THREADS unless asked (0: ONNX Runtime's choice)."""
-    return DEFAULT_THREADS if threads is None else threads
+    """The intra-op thread count a Tracker uses: DEFAULT_THREADS unless asked (0: ONNX Runtime's choice), never
+    more than the cores (more only thrash) and never negative."""
+    if threads is None:
+        return DEFAULT_THREADS
+    if threads < 0:
+        raise UserError(f"threads must be ≥ 0 (0: automatic), got {threads}")
+    return min(int(threads), os.cpu_count() or 1)
 
 
-class Tracker:
-    """tracker(frame_rgb uint8 HxWx3) → TrackResult | None; texture(z, H) → C(T) uint8 [S,S,3]."""
+class PackageModel:
+    """The package's tracker graph as a crop model of the one tracking loop (engine.tracking), its detector graph
+    as the loop's detector, and `texture` for the DAM texture."""
+
+    name = "package"
 
     def __init__(self, package: str | Path | Package, backend: str = "auto", threads: int | None = None,
                  precision: str = "auto"):
         self.package = package if isinstance(package, Package) else open_package(package)
         self._s, self.backend, self.fallback = sessions(self.package, backend, tracker_threads(threads), precision)
-        self.topology = self.package.topology()
+        self._check_signatures()
+        self.crop_size = self.package.crop_size
         self._anchors = ssd_anchors()
-        self._crop: Crop | None = None
 
-    def reset(self) -> None:
-        self._crop = None
+    def _check_signatures(self) -> None:
+        """Each graph takes and gives what the runtime feeds and reads, before the first frame: a package whose
+        hashes were rewritten after tampering is refused here, not with a traceback mid-session."""
+        for name, session in self._s.items():
+            if not hasattr(session, "get_inputs"):         # the torch development backend
+                continue
+            int8 = name == "tracker" and self.backend.endswith("tracker int8")
+            check_graph(name, [(i.name, i.type, i.shape) for i in session.get_inputs()],
+                        [(o.name, o.type, o.shape) for o in session.get_outputs()],
+                        path=self.package.file(INT8_TRACKER if int8 else f"{name}.onnx"), sizes=self.package.sizes)
 
     def detect(self, frame: np.ndarray):
         reg, logits = self._s["detector"].run(None, {"image": detector_input(frame)})
         return detections(frame.shape, reg[0], logits[0], self._anchors)
 
-    def _run(self, frame: np.ndarray, crop: Crop, stages: dict) -> TrackResult | None:
-        t0 = time.perf_counter()
-        size = self.package.crop_size
-        image = crop.apply(frame, size)[None]
-        t1 = time.perf_counter()
-        z, H, V, G, _, presence = self._s["tracker"].run(None, {"crop": image})
-        t2 = time.perf_counter()
-        stages["crop"] = stages.get("crop", 0.0) + 1000 * (t1 - t0)
-        stages["tracker"] = stages.get("tracker", 0.0) + 1000 * (t2 - t1)
-        if float(presence[0]) < MIN_PRESENCE:
-            return None
-        points = crop.to_frame(V[0, :, :2], size)
-        return TrackResult(z[0], frame_pose(H[0], crop, size), G[0], points, float(presence[0]), crop, H[0], stages)
-
-    def __call__(self, frame: np.ndarray) -> TrackResult | None:
-        stages: dict = {}
-        if self._crop is not None:
-            result = self._run(frame, self._crop, stages)
-            if result is not None:
-                self._crop = crop_from_landmarks(result.points)
-                return result
-        t0 = time.perf_counter()
-        faces = self.detect(frame)
-        stages["detect"] = 1000 * (time.perf_counter() - t0)
-        self._crop = None
-        if not faces:
-            return None
-        best = max(faces, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
-        first = self._run(frame, crop_from_detection(best), stages)
-        if first is None:
-            return None
-        # Re-crop with the tracking rule so the framing matches every later frame.
-        result = self._run(frame, crop_from_landmarks(first.points), stages) or first
-        self._crop = crop_from_landmarks(result.points)
-        return result
+    def __call__(self, crop_rgb: np.ndarray) -> CropOutput:
+        z, H, V, G, _, presence = self._s["tracker"].run(None, {"crop": crop_rgb[None]})
+        return CropOutput(points=V[0, :, :2], presence=float(presence[0]), G=G[0], H=H[0], z=z[0])
 
     def texture(self, z: np.ndarray, H: np.ndarray, corrected: bool = True) -> np.ndarray:
         """The DAM texture for latent z seen from pose H, uint8 [S,S,3]: C(T) when `corrected`, else T."""
         v = pose.view_vector(np.asarray(H, np.float64)).astype(np.float32)
         name = "texture" if corrected else "texture_raw"
         return self._s["texture"].run([name], {"z": np.asarray(z, np.float32)[None], "v": v[None]})[0][0]
+
+
+class Tracker(FaceLoop):
+    """A performer package in the one tracking loop: tracker(frame_rgb uint8 HxWx3) → FaceResult | None;
+    texture(z, H) → C(T) uint8 [S,S,3]. What `track`, `bench`, `demo`, `eval PACKAGE` and the studio run."""
+
+    def __init__(self, package: str | Path | Package, backend: str = "auto", threads: int | None = None,
+                 precision: str = "auto", options: TrackOptions | None = None):
+        super().__init__(PackageModel(package, backend, threads, precision), options)
+        self.package, self.fallback = self.model.package, self.model.fallback
+        self.topology = self.package.topology()
+        self.texture = self.model.texture
 
 
 def open_tracker(package: str | Path, backend: str = "auto", threads: int | None = None,

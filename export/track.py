@@ -22,7 +22,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
-from engine import video
+from engine import options, video
 from engine.errors import UserError
 
 TEXTURE_HZ = 4.0
@@ -252,9 +252,9 @@ def add_parser(sub) -> None:
     p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: the int8 tracker graph on the CPU provider when the package has one")
-    p.add_argument("--threads", type=int, help="ONNX Runtime intra-op threads (default 1; 0: ONNX Runtime's choice)")
-    p.add_argument("--max-frames", type=int)
-    p.add_argument("--texture-hz", type=float, default=TEXTURE_HZ, help="most texture decodes per second of video")
+    p.add_argument("--threads", type=options.threads, help="ONNX Runtime intra-op threads (default 1; 0: ONNX Runtime's choice)")
+    p.add_argument("--max-frames", type=options.count(1))
+    p.add_argument("--texture-hz", type=options.positive(1000), default=TEXTURE_HZ, help="most texture decodes per second of video")
     p.set_defaults(run=_run)
 
 

@@ -7,16 +7,21 @@ prepare the graphs) and a CUDA device. When any is missing, `open_sessions` rais
 is one line saying why; the runtime then falls back to ONNX Runtime. Set FACETRACK_TRT_MODULE=tensorrt_rtx to try
 TensorRT-RTX first when both modules are installed.
 
-Engine cache, one folder per key = GPU compute capability + module + its version:
+Engine cache: per user, never inside a package (a package someone hands over could ship a prebuilt engine; a
+`trt/` folder in one is ignored). CACHE = $FACETRACK_CACHE, else $XDG_CACHE_HOME/facetrack, else ~/.cache/facetrack;
+one folder per package (first 16 hex digits of the SHA-256 of its manifest.json, which holds the hash of every
+graph) and per key = GPU compute capability + module + its version:
 
-    PACKAGE/trt/sm90-tensorrt10.13.0.35/tracker.plan        serialised engine
-    PACKAGE/trt/sm90-tensorrt10.13.0.35/tracker.plan.json   sidecar: SHA-256 of the source ONNX (from the package
-                                                            manifest) and of the plan, key, recipe, output names
-    PACKAGE/trt/sm90-tensorrt10.13.0.35/ort/                ONNX Runtime's TensorRT provider cache (its own files)
+    CACHE/trt/<manifest sha256[:16]>/sm90-tensorrt10.13.0.35/tracker.plan       serialised engine
+    CACHE/trt/<manifest sha256[:16]>/sm90-tensorrt10.13.0.35/tracker.plan.json  sidecar: SHA-256 of the source ONNX
+                                                (from the package manifest) and of the plan, key, recipe, outputs
+    CACHE/trt/<manifest sha256[:16]>/sm90-tensorrt10.13.0.35/ort/               ONNX Runtime's TensorRT provider
+                                                                                cache (its own files)
 
 A plan is rebuilt when its sidecar is missing or names another ONNX hash, key or recipe, and when the plan's own
 hash does not match its sidecar (truncated or tampered): such a plan is never deserialised, and the bytes that were
-hashed are the bytes deserialised. A hash-valid plan that TensorRT cannot load is rebuilt once. Building prints one
+hashed are the bytes deserialised. A graph is built from bytes that hash to the verified manifest's value
+(read once, checked again). A hash-valid plan that TensorRT cannot load is rebuilt once. Building prints one
 line per graph to stderr; `python -m export.trt_engine PACKAGE [--module tensorrt_rtx]` builds (or loads) the
 engines ahead of use and prints one line per graph.
 
@@ -52,7 +57,7 @@ from typing import Callable
 
 import numpy as np
 
-from export.package import GRAPH_NAMES
+from export.package import GRAPH_NAMES, read_manifest
 
 MODULES = ("tensorrt", "tensorrt_rtx")
 RECIPE = 1                 # bump when prepare_onnx changes what TensorRT is given: cached plans are then rebuilt
@@ -147,13 +152,36 @@ def cache_key(capability: tuple[int, int], flavour: str, version: str) -> str:
     return f"sm{capability[0]}{capability[1]}-{flavour}{version}"
 
 
-def plan_dir(package_path: Path, key: str) -> Path:
-    return Path(package_path) / "trt" / key
+def cache_root() -> Path:
+    """The per-user cache: $FACETRACK_CACHE, else $XDG_CACHE_HOME/facetrack (an absolute one), else
+    ~/.cache/facetrack."""
+    own = os.environ.get("FACETRACK_CACHE")
+    if own:
+        return Path(own).expanduser().absolute()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    if xdg and Path(xdg).is_absolute():
+        return Path(xdg) / "facetrack"
+    return Path.home() / ".cache" / "facetrack"
 
 
-def ort_cache_dir(package_path: Path) -> Path:
-    """ONNX Runtime's TensorRT provider cache, under the same kind of key (best effort, never raises: ORT's
-    provider links libnvinfer itself, so the version is the `tensorrt` module's when it imports, else unknown)."""
+def package_cache_dir(package) -> Path:
+    """CACHE/trt/<first 16 hex of the SHA-256 of the package's manifest.json>: `package` is an opened Package (the
+    hash of the manifest it verified) or a package folder (its manifest.json is read and hashed). Never inside it."""
+    digest = getattr(package, "manifest_sha256", "")
+    if not digest:
+        digest = sha256_bytes(read_manifest(Path(getattr(package, "path", package))))
+    return cache_root() / "trt" / digest[:16]
+
+
+def plan_dir(package, key: str) -> Path:
+    """Where the native plans of `package` (a Package or its folder) for `key` are cached (per user)."""
+    return package_cache_dir(package) / key
+
+
+def ort_cache_dir(package_path) -> Path:
+    """ONNX Runtime's TensorRT provider cache for `package_path` (a package folder or an opened Package), under the
+    same kind of key in the per-user cache (best effort about the key: ORT's provider links libnvinfer itself, so
+    the version is the `tensorrt` module's when it imports, else unknown)."""
     try:
         import tensorrt
         version = str(tensorrt.__version__)
@@ -407,6 +435,18 @@ def build_plan(trt, onnx_bytes: bytes, log=None) -> tuple[bytes, list[str]]:
 
 
 # ------------------------------------------------------------------------------------------- running
+_ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "uint8": "tensor(uint8)",
+              "int8": "tensor(int8)", "int32": "tensor(int32)", "int64": "tensor(int64)", "bool": "tensor(bool)"}
+
+
+@dataclass(frozen=True)
+class TensorArg:
+    """An input or output as ONNX Runtime's NodeArg describes it."""
+    name: str
+    type: str
+    shape: list
+
+
 class TrtSession:
     """One engine behind ONNX Runtime's session interface: `run(names or None, {input: array})` → arrays in the
     graph's output order, `get_providers()`. Device and pinned host buffers are allocated once; one stream;
@@ -445,6 +485,17 @@ class TrtSession:
 
     def get_providers(self) -> list[str]:
         return [self.label]
+
+    def get_inputs(self) -> list[TensorArg]:
+        """Like ONNX Runtime's: name, type ('tensor(float)'), shape, for export.package.check_graph."""
+        return [self._arg(name) for name in self.inputs]
+
+    def get_outputs(self) -> list[TensorArg]:
+        return [self._arg(name) for name in self.outputs]
+
+    def _arg(self, name: str) -> TensorArg:
+        host = self._host[name]
+        return TensorArg(name, _ORT_TYPES.get(host.dtype.name, f"tensor({host.dtype.name})"), list(host.shape))
 
     def run(self, names, feeds: dict) -> list[np.ndarray]:
         rt, h2d, d2h = self._rt, self._rt.cudaMemcpyKind.cudaMemcpyHostToDevice, \
@@ -518,7 +569,7 @@ def open_sessions(package, graphs=GRAPH_NAMES, build: Callable | None = None, pr
     cap = device_capability(rt)
     version, sm = str(trt.__version__), f"sm{cap[0]}{cap[1]}"
     key = cache_key(cap, flavour, version)
-    folder = plan_dir(package.path, key)
+    folder = plan_dir(package, key)
     fp16_flag = uses_builder_fp16(trt)
     build = build or build_plan
     try:
@@ -529,16 +580,20 @@ def open_sessions(package, graphs=GRAPH_NAMES, build: Callable | None = None, pr
     made, problems, precisions = {}, {}, set()
     for graph in graphs:
         source = package.file(f"{graph}.onnx")
+        digest = package.manifest["files"][f"{graph}.onnx"]
 
-        def make(source=source):
-            prepared, precision = prepare_onnx(source.read_bytes(), fp16=not fp16_flag)
+        def make(source=source, digest=digest):
+            data = source.read_bytes()
+            if sha256_bytes(data) != digest:         # changed since open_package verified it: build nothing from it
+                raise GraphUnsupported(f"{source.name} changed since the package was verified (hash mismatch)")
+            prepared, precision = prepare_onnx(data, fp16=not fp16_flag)
             data, outputs = build(trt, prepared, log)
             return data, outputs, {"precision": "fp16" if fp16_flag else precision}
 
         try:
             rebuild = None
             for _ in range(2):
-                plan = cached_plan(folder, graph, package.manifest["files"][f"{graph}.onnx"], key, make,
+                plan = cached_plan(folder, graph, digest, key, make,
                                    f" ({flavour} {version}, {sm})", rebuild)
                 try:
                     engine = _deserialise(trt, runtime, plan.data, log, flavour, version, sm)

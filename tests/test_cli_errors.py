@@ -55,4 +55,22 @@ def test_video_without_a_face(tmp_path):
 
 @pytest.mark.parametrize("frames", ["0", "-3"])
 def test_synth_rejects_no_frames(tmp_path, frames):
-    assert_user_error(run_cli("synth", "--out", tmp_path / "s", "--frames", frames), "--frames", "≥ 1")
+    assert_user_error(run_cli("synth", "--out", tmp_path / "s", "--frames", frames), "--frames", "outside 1..")
+
+
+@pytest.mark.parametrize("args,name,words", [
+    (("track", "export/sample_package", "synthetic", "--out", "OUT", "--threads", "100000"), "--threads", "cores"),
+    (("track", "export/sample_package", "synthetic", "--out", "OUT", "--threads", "-1"), "--threads", "choose 0"),
+    (("bench", "export/sample_package", "--json", "OUT", "--rounds", "0"), "--rounds", "outside 1.."),
+    (("eval", "teacher", "x.mp4", "--json", "OUT", "--start", "nan"), "--start", "not a finite number"),
+    (("eval", "teacher", "x.mp4", "--json", "OUT", "--stop", "1.5"), "--stop", "not a fraction"),
+    (("synth", "--out", "OUT", "--width", "100000", "--height", "100000"), "--width", "outside 64..7680"),
+    (("enroll", "x.mp4", "--out", "OUT", "--texture-size", "0"), "--texture-size", "outside 16..2048"),
+    (("track", "export/sample_package", "synthetic", "--out", "OUT", "--texture-hz", "0"), "--texture-hz", "outside"),
+])
+def test_numeric_options_are_range_checked_before_work(tmp_path, args, name, words):
+    """Every numeric option is checked by the parser (engine.options): one error line, nothing started."""
+    out = tmp_path / "out"
+    result = run_cli(*(str(out) if a == "OUT" else a for a in args))
+    assert_user_error(result, name, words)
+    assert not out.exists()

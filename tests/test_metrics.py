@@ -121,3 +121,154 @@ def test_dlib_reference_on_obama(shared_data):
     assert np.all(pts[:, 0] > box.left() - pad) and np.all(pts[:, 0] < box.right() + pad)
     assert np.all(pts[:, 1] > box.top() - pad) and np.all(pts[:, 1] < box.bottom() + pad)
     assert ref.landmarks(np.zeros((120, 160, 3), np.uint8)) is None
+
+
+# ---------------------------------------------------------------------------- frozen or jittery face metrics
+def test_motion_mm_hand_computed_and_lost_frames():
+    # Two frames, two vertices; vertex 0 moves 0.2 cm along x. Mean shape: its midpoint, 0.1 cm from either
+    # frame; vertex 1 is still. Mean over 2 frames × 2 vertices of (0.1, 0.1, 0, 0) cm = 0.05 cm = 0.5 mm.
+    G = np.zeros((2, 2, 3))
+    G[1, 0, 0] = 0.2
+    assert metrics.motion_mm(G) == pytest.approx(0.5)
+    lost = np.full((1, 2, 3), np.nan)
+    assert metrics.motion_mm(np.concatenate([G, lost])) == pytest.approx(0.5)  # a lost frame is skipped
+    assert metrics.motion_mm(lost) is None
+    assert metrics.motion_mm(np.repeat(G[:1], 5, 0)) == 0.0
+
+
+def test_motion_ratio_frozen_same_and_common_frames():
+    moving = _line(T=10)
+    frozen = np.repeat(moving[:1], 10, 0)
+    assert metrics.motion_ratio(frozen, moving) == 0.0
+    assert metrics.motion_ratio(moving, moving) == pytest.approx(1.0)
+    assert metrics.motion_ratio(moving, frozen) is None  # the reference does not move: no ratio
+    # A scaled-up copy moves twice as much (around a mean shape that scales with it).
+    assert metrics.motion_ratio(2 * moving, moving) == pytest.approx(2.0)
+    # Only frames found by both count: ours lost the second half, so the ref is measured on the first half too.
+    ours = moving.copy()
+    ours[5:] = np.nan
+    assert metrics.motion_ratio(ours, moving) == pytest.approx(1.0)
+    assert metrics.motion_ratio(np.full_like(moving, np.nan), moving) is None
+    with pytest.raises(ValueError):
+        metrics.motion_ratio(moving[:5], moving)
+
+
+def test_stability_common_identical_trackers_match_stability_terms():
+    G = _line(T=20, V=6) + np.random.default_rng(4).normal(scale=0.2, size=(20, 6, 3))
+    r = metrics.stability_common(G, G)
+    expected = metrics.temporal_stability(G)["stability_terms"]
+    assert r["a"]["stability"] == r["b"]["stability"] == pytest.approx(expected)
+    assert r["a"]["frozen_share"] == r["b"]["frozen_share"] == 0.0
+    assert r["terms"] == r["a"]["terms"] == 18 * 6 and r["excluded"] == 0.0
+
+
+def test_stability_common_hand_computed():
+    # One 2D vertex per tracker. a: (0,0) → (1,0) → (1,1) → (3,1), terms (1+1)/√2 and (1+2)/√5 (see above).
+    # b: a straight line, terms 1 and 1.
+    a = np.array([[[0, 0]], [[1, 0]], [[1, 1]], [[3, 1]]], float)
+    b = np.array([[[0, 0]], [[1, 0]], [[2, 0]], [[3, 0]]], float)
+    r = metrics.stability_common(a, b)
+    assert r["a"]["stability"] == pytest.approx((math.sqrt(2) + 3 / math.sqrt(5)) / 2)
+    assert r["b"]["stability"] == pytest.approx(1.0)
+    assert r["terms"] == 2 and r["excluded"] == 0.0
+
+
+def test_stability_common_jitter_raises_the_value():
+    G = _line(T=30, V=8)
+    jittery = G + np.random.default_rng(5).normal(scale=0.3, size=G.shape)
+    r = metrics.stability_common(G, jittery)
+    assert r["a"]["stability"] == pytest.approx(1.0)
+    assert r["b"]["stability"] > 1.05
+    assert r["a"]["frozen_share"] == r["b"]["frozen_share"] == 0.0
+
+
+def test_frozen_mesh_never_reads_as_stable():
+    moving = _line(T=15, V=5)
+    frozen = np.repeat(moving[:1], 15, 0)
+    r = metrics.stability_common(frozen, moving)
+    assert r["a"]["stability"] is None and r["a"]["frozen_share"] == 1.0 and r["a"]["terms"] == 0
+    assert r["b"]["stability"] == pytest.approx(1.0) and r["b"]["frozen_share"] == 0.0
+    # Alone, Eq. 10 guards every still vertex out and the frozen mesh reads a perfect 1.0: the reason for this.
+    assert metrics.temporal_stability(frozen)["stability"] == 1.0
+    # Almost frozen: a smooth drift far below the guard has straight (perfect) paths, but is still "frozen".
+    drift = frozen + 1e-7 * np.arange(15)[:, None, None]
+    r = metrics.stability_common(drift, moving)
+    assert r["a"]["stability"] is None and r["a"]["frozen_share"] == 1.0 and r["a"]["terms"] == 13 * 5
+    # Frozen on one vertex of five (the other four move): a minority, so a stability is given, over the four.
+    some = moving.copy()
+    some[:, 0] = moving[0, 0]
+    r = metrics.stability_common(some, moving)
+    assert r["a"]["frozen_share"] == pytest.approx(0.2) and r["a"]["stability"] == pytest.approx(1.0)
+    assert r["a"]["terms"] == 13 * 4 and r["terms"] == 13 * 5
+    # Neither moves: nothing is kept, no evidence either way.
+    r = metrics.stability_common(frozen, frozen)
+    assert r["terms"] == 0 and r["excluded"] == 1.0 and r["a"]["stability"] is None
+
+
+def test_stability_common_lost_frames_and_errors():
+    G = _line(T=12)
+    H = G.copy()
+    H[5] = np.nan  # lost by b only: no triplet around frame 5 counts for either
+    r = metrics.stability_common(G, H)
+    assert r["terms"] == 7 * 5 and r["a"]["stability"] == r["b"]["stability"] == pytest.approx(1.0)
+    with pytest.raises(ValueError):
+        metrics.stability_common(G, G[:10])
+    with pytest.raises(ValueError):
+        metrics.stability_common(G, np.full_like(G, np.nan))
+
+
+def _rotation(axis, deg):
+    axis = np.asarray(axis, float) / np.linalg.norm(axis)
+    K = np.array([[0, -axis[2], axis[1]], [axis[2], 0, -axis[0]], [-axis[1], axis[0], 0]])
+    th = math.radians(deg)
+    return np.eye(3) + math.sin(th) * K + (1 - math.cos(th)) * K @ K
+
+
+def test_vertex_error_nonrigid_removes_similarity():
+    gt = np.random.default_rng(6).normal(size=(3, 30, 3))
+    R = _rotation((1, 2, 2), 25)
+    pred = 1.7 * gt @ R.T + (3.0, -2.0, 5.0)
+    assert metrics.vertex_error(pred, gt)["mean"] > 1.0
+    r = metrics.vertex_error_nonrigid(pred, gt)
+    assert r["mean"] == pytest.approx(0.0, abs=1e-9) and len(r["per_frame"]) == 3
+    assert np.allclose(metrics.similarity_align(pred, gt), gt)
+    # A mirror image is not a similarity: no reflection is allowed, so it keeps an error.
+    assert metrics.vertex_error_nonrigid(gt * (-1, 1, 1), gt)["mean"] > 0.1
+    # Shape error survives: one vertex 1 cm off on a frame where nothing else differs stays visible.
+    bumped = gt.copy()
+    bumped[0, 0, 0] += 1.0
+    per = metrics.vertex_error_nonrigid(bumped, gt)["per_frame"]
+    assert per[0] > 0.01 and per[1] == pytest.approx(0.0, abs=1e-9)
+    # A frame with NaN in either input is skipped.
+    pred[1] = np.nan
+    r = metrics.vertex_error_nonrigid(pred, gt)
+    assert math.isnan(r["per_frame"][1]) and r["mean"] == pytest.approx(0.0, abs=1e-9)
+
+
+def test_pearson_r():
+    assert metrics.pearson_r([1, 2, 3], [1, 3, 2]) == pytest.approx(0.5)  # Σdadb = 1, Σda² = Σdb² = 2
+    assert metrics.pearson_r([1, np.nan, 2, 3, 5], [1, 4, 3, 2, np.nan]) == pytest.approx(0.5)  # same 3 pairs
+    t = np.arange(10.0)
+    assert metrics.pearson_r(t, 3 * t + 1) == pytest.approx(1.0)
+    assert metrics.pearson_r(t, -t) == pytest.approx(-1.0)
+    assert metrics.pearson_r(t, np.full(10, 0.1)) is None  # flat prediction: no correlation, not 0
+    assert metrics.pearson_r([1, 2], [2, 1]) is None  # fewer than 3 points
+    with pytest.raises(ValueError):
+        metrics.pearson_r(t, t[:5])
+
+
+def test_expression_r_and_gt_channels():
+    t = np.arange(6.0)
+    truth = {"jaw_open": t, "pucker": t, "blink_left": t}
+    pred = {"jaw_open": 2 * t, "pucker": np.zeros(6), "extra": t}
+    assert metrics.expression_r(pred, truth) == {"jaw_open": pytest.approx(1.0), "pucker": None, "blink_left": None}
+
+    assert set(metrics.GT_TO_ARKIT) == {"jaw_open", "smile_left", "smile_right", "blink_left", "blink_right",
+                                        "brow_raise", "brow_frown", "pucker"}
+    arkit = {"browInnerUp": [0.3, 0.6], "browOuterUpLeft": [0.0, 0.3], "browOuterUpRight": [0.6, 0.0],
+             "browDownLeft": [1.0, 0.0], "eyeBlinkLeft": [0.2, 0.4], "cheekPuff": [1.0, 1.0]}
+    gt = metrics.gt_channels(arkit)
+    assert set(gt) == {"brow_raise", "brow_frown", "blink_left"}  # channels with no ARKit name present: left out
+    assert gt["brow_raise"] == pytest.approx([0.3, 0.3])  # (0.3+0+0.6)/3, (0.6+0.3+0)/3
+    assert gt["brow_frown"] == pytest.approx([1.0, 0.0])  # browDownRight missing: skipped
+    assert gt["blink_left"] == pytest.approx([0.2, 0.4])

@@ -18,12 +18,19 @@ from onnx import TensorProto, helper
 
 from engine import video
 from export import trt_engine as te
-from export.package import SAMPLE_PACKAGE, open_package
+from export.package import SAMPLE_PACKAGE, check_graph, open_package
+
+
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    """The per-user engine cache, in this test's folder (never the real ~/.cache)."""
+    monkeypatch.setenv("FACETRACK_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache"
 
 
 @pytest.fixture
 def pkg(tmp_path):
-    """A writable copy of the committed sample package (never write a trt/ folder into the original)."""
+    """A copy of the committed sample package."""
     shutil.copytree(SAMPLE_PACKAGE, tmp_path / "pkg")
     return open_package(tmp_path / "pkg")
 
@@ -100,7 +107,7 @@ def test_no_cuda_python_and_no_device_are_one_line(monkeypatch):
         te.device_capability(NoDevice())
 
 
-def test_tensorrt_backend_without_tensorrt_tracks_on_cpu_and_says_why(monkeypatch, pkg, frames):
+def test_tensorrt_backend_without_tensorrt_tracks_on_cpu_and_says_why(monkeypatch, pkg, frames, tmp_path):
     from export.runtime import Tracker
 
     no_modules(monkeypatch)
@@ -113,20 +120,22 @@ def test_tensorrt_backend_without_tensorrt_tracks_on_cpu_and_says_why(monkeypatc
     assert sum(r is not None for r in results) >= 6
     assert Tracker(pkg, "auto").fallback == tracker.fallback
     assert Tracker(pkg, "cpu").fallback is None
-    assert not (pkg.path / "trt").exists()          # nothing built, nothing written
+    assert not (pkg.path / "trt").exists() and not (tmp_path / "cache").exists()   # nothing built, nothing written
 
 
 # ------------------------------------------------------------------------------------------- key and sidecar
-def test_cache_key_and_folders(monkeypatch, tmp_path):
+def test_cache_key_and_folders(monkeypatch, pkg, cache):
     assert te.cache_key((9, 0), "tensorrt", "10.13.0.35") == "sm90-tensorrt10.13.0.35"
     assert te.cache_key((8, 6), "tensorrt_rtx", "1.7.1.116") == "sm86-tensorrt_rtx1.7.1.116"
-    assert te.plan_dir(tmp_path, "sm90-tensorrt10.13.0.35") == tmp_path / "trt" / "sm90-tensorrt10.13.0.35"
+    digest = te.sha256_bytes((pkg.path / "manifest.json").read_bytes())[:16]
+    assert te.plan_dir(pkg, "sm90-tensorrt10.13.0.35") == cache / "trt" / digest / "sm90-tensorrt10.13.0.35"
+    assert te.plan_dir(pkg.path, "k") == te.plan_dir(pkg, "k")          # a folder: its manifest.json is hashed
     no_modules(monkeypatch)
     monkeypatch.setattr(te, "load_cudart", lambda: (_ for _ in ()).throw(te.TrtUnavailable("none")))
-    ort_dir = te.ort_cache_dir(tmp_path)              # ONNX Runtime's provider cache: beside the plans, own folder
-    assert ort_dir.name == "ort" and ort_dir.parent.parent == tmp_path / "trt"
+    ort_dir = te.ort_cache_dir(pkg.path)              # ONNX Runtime's provider cache: beside the plans, own folder
+    assert ort_dir.name == "ort" and ort_dir.parent.parent == cache / "trt" / digest
     assert ort_dir.parent.name.startswith("sm") and ort_dir.parent.name.endswith("-tensorrt-unknown")
-    assert not (tmp_path / "trt").exists()            # naming a folder creates nothing
+    assert not cache.exists() and not (pkg.path / "trt").exists()      # naming a folder creates nothing
 
 
 class StubBuild:
@@ -426,13 +435,17 @@ def test_native_path_tracks_like_onnx_runtime(fakes, pkg, frames, builder_fp16, 
 
     fakes["install"](builder_fp16=builder_fp16)
     native, cpu = Tracker(pkg, "tensorrt"), Tracker(pkg, "cpu", precision="fp32")
+    graphs = getattr(native, "model", native)._s        # the sessions (Tracker.model's once the loop is shared)
+    for graph, s in graphs.items():                     # the engines take and give what the graphs do
+        check_graph(graph, [(i.name, i.type, i.shape) for i in s.get_inputs()],
+                    [(i.name, i.type, i.shape) for i in s.get_outputs()], sizes=pkg.sizes)
     precision = "fp16" if builder_fp16 else "fp16 conv/matmul"
     assert native.backend == f"native/tensorrt 10.99.0.1 {precision}" and native.fallback is None
-    assert native._s["tracker"].get_providers() == [f"TensorRT (native tensorrt 10.99.0.1, {precision})"]
+    assert graphs["tracker"].get_providers() == [f"TensorRT (native tensorrt 10.99.0.1, {precision})"]
     assert sorted(fakes["builds"]) == ["detector", "texture", "tracker"]
     assert len(capsys.readouterr().err.splitlines()) == 3                  # one progress line per graph built
     key = "sm89-tensorrt10.99.0.1"
-    assert sorted(p.name for p in (pkg.path / "trt" / key).iterdir()) == \
+    assert sorted(p.name for p in te.plan_dir(pkg, key).iterdir()) == \
         sorted(f"{g}.plan{x}" for g in te.GRAPH_NAMES for x in ("", ".json"))
     tol = (1e-4, 1e-3) if builder_fp16 else (0.02, 0.25)
     for frame in frames:
@@ -443,7 +456,7 @@ def test_native_path_tracks_like_onnx_runtime(fakes, pkg, frames, builder_fp16, 
     T = native.texture(a.z, a.H)
     assert T.dtype == np.uint8 and T.shape == (pkg.texture_size,) * 2 + (3,)
     assert np.abs(T.astype(int) - cpu.texture(a.z, a.H)).max() <= 2
-    s, feeds = native._s["texture"], {"z": a.z[None], "v": np.zeros((1, 3))}      # float64 v: cast like ORT
+    s, feeds = graphs["texture"], {"z": a.z[None], "v": np.zeros((1, 3))}      # float64 v: cast like ORT
     full = s.run(None, feeds)
     raw, corrected = s.run(["texture_raw", "texture"], feeds)           # asked-for outputs, in the asked order
     assert not np.array_equal(full[0], full[1])
@@ -477,7 +490,7 @@ def test_cached_plan_tensorrt_cannot_load_is_rebuilt_once(fakes, pkg, capsys):
 
     fakes["install"](builder_fp16=True)
     Tracker(pkg, "tensorrt")
-    folder = pkg.path / "trt" / "sm89-tensorrt10.99.0.1"
+    folder = te.plan_dir(pkg, "sm89-tensorrt10.99.0.1")
     stale = b"stale plan that hashes right"
     (folder / "tracker.plan").write_bytes(stale)
     side = json.loads((folder / "tracker.plan.json").read_text())
@@ -513,7 +526,7 @@ def test_rtx_engine_that_cannot_run_on_this_gpu_says_so(fakes, pkg):
     assert tracker.backend == "onnxruntime/CPUExecutionProvider, tracker int8"
     assert tracker.fallback.startswith("wanted tensorrt (native): tracker, texture, detector: tensorrt_rtx "
                                        "1.7.1.116 engine built, but it cannot run on this GPU (sm89): UNSUPPORTED_CC;")
-    assert (pkg.path / "trt" / "sm89-tensorrt_rtx1.7.1.116" / "tracker.plan").is_file()
+    assert (te.plan_dir(pkg, "sm89-tensorrt_rtx1.7.1.116") / "tracker.plan").is_file()
     Tracker(pkg, "tensorrt")                                                 # cached: not built again
     assert sorted(fakes["builds"]) == ["detector", "texture", "tracker"]
 

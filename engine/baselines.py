@@ -1,0 +1,126 @@
+"""The peers we measure ourselves against, as frame models of the one tracking loop (engine.tracking): each runs
+MediaPipe's own detect-and-track loop inside (which we cannot open), so the loop only hands it frames.
+
+    mediapipe        MediaPipe FaceMesh (the legacy solution, 468 points, tracking mode): the teacher as MediaPipe
+                     ships it; G by 3D Procrustes onto the canonical shape
+    facelandmarker   MediaPipe Face Landmarker v2 (Tasks API, 478 points + 52 learned ARKit blendshapes): the
+                     expression anchor avatar apps use today. Evaluation only: its .task bundle is on no package
+                     index, so the product cannot ship it (FACELANDMARKER_TASK, or $FACETRACK_FACELANDMARKER).
+
+Torch-free; mediapipe==0.10.14 is imported only when a baseline is opened.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from engine import canonical, pose
+from engine.errors import UserError
+from engine.tracking import FaceResult
+
+BASELINES = ("mediapipe", "facelandmarker")
+FACELANDMARKER_TASK = Path(__file__).resolve().parents[2] / "shared/data/models/mediapipe/face_landmarker.task"
+
+
+def _mediapipe():
+    try:
+        import mediapipe as mp
+    except ImportError as err:
+        raise UserError(f"the MediaPipe baselines need mediapipe==0.10.14 ({err})") from None
+    return mp
+
+
+def _result(Y: np.ndarray, X: np.ndarray, refine: bool, expressions: dict | None = None) -> FaceResult:
+    """Landmarks Y [468,3] in frame pixels (z scaled like x) → the loop's result, G fitted to the canonical shape."""
+    H, G = (pose.fit if refine else pose.pose_from_landmarks)(X, Y)
+    return FaceResult(G=G, points=Y[:, :2], H=H, expressions=expressions)
+
+
+class MediaPipeFaceMesh:
+    """Raw MediaPipe FaceMesh in tracking mode (what our teacher port reproduces inside our own loop)."""
+
+    name = "mediapipe"
+    owns_loop = True
+
+    def __init__(self, refine: bool = False):
+        # refine=False: G by 3D Procrustes, the convention the project's reference numbers were measured with;
+        # refine=True: pose.fit like the teacher model (reads ~0.025 lower stability on the dev clips).
+        self._mp, self.refine = _mediapipe(), refine
+        self.backend = f"mediapipe {self._mp.__version__} FaceMesh (TFLite, CPU)"
+        self._X = canonical.load()[0].astype(np.float64)
+        self._mesh = None
+        self.reset()
+
+    def reset(self) -> None:
+        self.close()
+        self._mesh = self._mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=False,
+                                                           max_num_faces=1)
+
+    def close(self) -> None:
+        if self._mesh is not None:
+            self._mesh.close()
+            self._mesh = None
+
+    def track(self, frame_rgb: np.ndarray) -> FaceResult | None:
+        h, w = frame_rgb.shape[:2]
+        res = self._mesh.process(frame_rgb)
+        if not res.multi_face_landmarks:
+            return None
+        # z is normalised by the image width, like x: scale it by w so Y is isotropic (frame pixels).
+        Y = np.array([(p.x * w, p.y * h, p.z * w) for p in res.multi_face_landmarks[0].landmark])
+        return _result(Y, self._X, self.refine)
+
+
+class FaceLandmarkerV2:
+    """MediaPipe Face Landmarker v2 in VIDEO mode; `expressions` holds its own 52 blendshapes (ARKit names)."""
+
+    name = "facelandmarker"
+    owns_loop = True
+
+    def __init__(self, task: str | Path | None = None, fps: float = 30.0):
+        self._mp = _mediapipe()
+        self.task = Path(task or os.environ.get("FACETRACK_FACELANDMARKER") or FACELANDMARKER_TASK)
+        if not self.task.is_file():
+            raise UserError(f"{self.task}: Face Landmarker model bundle not found (set FACETRACK_FACELANDMARKER)")
+        self.backend = f"mediapipe {self._mp.__version__} Face Landmarker v2 (Tasks API, CPU)"
+        self.fps = fps
+        self._X = canonical.load()[0].astype(np.float64)
+        self._graph = None
+        self.reset()
+
+    def reset(self) -> None:
+        from mediapipe.tasks.python import BaseOptions, vision
+
+        self.close()
+        options = vision.FaceLandmarkerOptions(base_options=BaseOptions(model_asset_path=str(self.task)),
+                                               running_mode=vision.RunningMode.VIDEO, num_faces=1,
+                                               output_face_blendshapes=True)
+        self._graph = vision.FaceLandmarker.create_from_options(options)
+        self._index = 0
+
+    def close(self) -> None:
+        if self._graph is not None:
+            self._graph.close()
+            self._graph = None
+
+    def track(self, frame_rgb: np.ndarray) -> FaceResult | None:
+        h, w = frame_rgb.shape[:2]
+        image = self._mp.Image(image_format=self._mp.ImageFormat.SRGB, data=np.ascontiguousarray(frame_rgb))
+        # VIDEO mode wants increasing timestamps: the clip's own frame times.
+        res = self._graph.detect_for_video(image, int(round(self._index * 1000 / self.fps)))
+        self._index += 1
+        if not res.face_landmarks:
+            return None
+        Y = np.array([(p.x * w, p.y * h, p.z * w) for p in res.face_landmarks[0][:468]])
+        shapes = {c.category_name: float(c.score) for c in res.face_blendshapes[0] if c.category_name != "_neutral"}
+        return _result(Y, self._X, False, shapes)
+
+
+def open_baseline(name: str, fps: float = 30.0):
+    if name == "mediapipe":
+        return MediaPipeFaceMesh()
+    if name == "facelandmarker":
+        return FaceLandmarkerV2(fps=fps)
+    raise UserError(f"unknown baseline {name!r} (choose from {', '.join(BASELINES)})")

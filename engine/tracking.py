@@ -1,0 +1,162 @@
+"""The one tracking loop (torch-free): detect → crop → model → back to the frame, as MediaPipe's face landmarker.
+
+Every tracker in the project is this loop with a model plugged in, so what enrollment labels, what `eval`
+scores, what `track`/`bench`/`demo` time and what the studio shows all come out of the same code:
+
+    FaceLoop(model, TrackOptions()) (frame_rgb) → FaceResult | None
+
+A *crop model* sees one square crop and says where the face is in it (`CropModel`): the landmark teacher
+(engine.teacher.TeacherModel), a torch run folder (engine.i2znet.RunModel), a performer package on any backend
+(export.runtime.PackageModel). The loop detects at the start and after a loss, otherwise crops from the previous
+frame's points, and maps the model's crop-pixel output to frame pixels. A *frame model* (`owns_loop = True`)
+runs a tracking loop of its own that we cannot open, MediaPipe's baselines (engine.baselines): the loop hands it
+the frame and only counts time, so its numbers are its own.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Protocol
+
+import numpy as np
+
+from engine.detection import Crop, Detection, crop_from_detection, crop_from_landmarks
+
+REDETECT = ("on_loss", "every_frame")
+
+
+@dataclass(frozen=True)
+class TrackOptions:
+    """How the loop finds and follows a face (MediaPipe's FaceLandmarkerOptions, for one face)."""
+    min_presence: float = 0.5      # the model's face flag below this is a lost face: re-detect
+    redetect: str = "on_loss"      # on_loss: MediaPipe's tracking mode; every_frame: detect on every frame
+    # After a detection, run the model again on a crop framed by the landmark rule from its own points, so the
+    # first frame is framed like every later one (BlazeFace's box is tighter than the landmark box).
+    recrop: bool = True
+
+    def __post_init__(self):
+        if self.redetect not in REDETECT:
+            raise ValueError(f"redetect must be one of {REDETECT}, got {self.redetect!r}")
+        if not 0.0 <= self.min_presence <= 1.0:
+            raise ValueError(f"min_presence must be in [0, 1], got {self.min_presence}")
+
+
+@dataclass
+class CropOutput:
+    """A crop model's answer for one crop, in that crop's pixels."""
+    points: np.ndarray               # [468, 2] where the face's 468 vertices land in the crop
+    presence: float                  # face flag in [0, 1]
+    G: np.ndarray                    # [468, 3] canonical head frame, cm (rigid motion removed)
+    H: np.ndarray                    # [6] pose (f, rx, ry, rz, tx, ty) in crop pixels
+    z: np.ndarray | None = None      # [128] DAM latent, for models that have one
+    landmarks: np.ndarray | None = None   # [468, 3] the teacher's raw landmarks in crop pixels, when it ran
+
+
+@dataclass
+class FaceResult:
+    """One tracked frame, whoever tracked it. Frame pixels unless named otherwise."""
+    G: np.ndarray                    # [468, 3] canonical head frame, cm
+    points: np.ndarray               # [468, 2] frame pixels
+    H: np.ndarray                    # [6] pose in frame pixels: points = pose.project(G, H)
+    z: np.ndarray | None = None      # [128] DAM latent (package and run models)
+    presence: float = 1.0
+    stages_ms: dict = field(default_factory=dict)   # detect, crop, tracker (model) in ms
+    crop: Crop | None = None         # the crop the model saw
+    H_crop: np.ndarray | None = None # H in the crop's pixels (what the model output)
+    landmarks: np.ndarray | None = None   # [468, 3] teacher landmarks in crop pixels (enrollment)
+    image: np.ndarray | None = None  # the crop image the model saw (enrollment keeps it)
+    expressions: dict | None = None  # ARKit values the tracker supplies itself (a replayed session, Face Landmarker)
+
+
+class CropModel(Protocol):
+    name: str            # what it is: "package", "run", "teacher"
+    backend: str         # what runs it, in words
+    crop_size: int
+
+    def detect(self, frame_rgb: np.ndarray) -> list[Detection]: ...
+
+    def __call__(self, crop_rgb: np.ndarray) -> CropOutput: ...
+
+
+def frame_pose(H_crop: np.ndarray, crop: Crop, crop_size: int) -> np.ndarray:
+    """H in crop pixels → H in frame pixels (the crop is a scale and a shift: f and t change, angles don't)."""
+    k = crop.size / crop_size
+    origin = crop.to_frame(np.zeros(2), crop_size)
+    return np.array([H_crop[0] * k, *H_crop[1:4], H_crop[4] * k + origin[0], H_crop[5] * k + origin[1]])
+
+
+def largest(faces: list[Detection]) -> Detection:
+    """The performer is the face nearest the camera: the largest box."""
+    return max(faces, key=lambda d: (d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
+
+
+class FaceLoop:
+    """The loop around one model. Counters: `detections` (detector runs), `several_faces` (frames where the
+    detector saw more than one face; the largest is tracked)."""
+
+    def __init__(self, model, options: TrackOptions | None = None):
+        self.model = model
+        self.options = options or TrackOptions()
+        self.detections = self.several_faces = 0
+        self._crop: Crop | None = None
+
+    @property
+    def name(self) -> str:
+        return self.model.name
+
+    @property
+    def backend(self) -> str:
+        return self.model.backend
+
+    def reset(self) -> None:
+        """Forget the face (a new clip, or a seek): the next frame starts with a detection."""
+        self._crop = None
+        if hasattr(self.model, "reset"):
+            self.model.reset()
+
+    def detect(self, frame: np.ndarray) -> list[Detection]:
+        return self.model.detect(frame)
+
+    def __call__(self, frame: np.ndarray) -> FaceResult | None:
+        if getattr(self.model, "owns_loop", False):
+            t0 = time.perf_counter()
+            result = self.model.track(frame)
+            if result is not None:
+                result.stages_ms["tracker"] = 1000 * (time.perf_counter() - t0)
+            return result
+        stages: dict = {}
+        if self._crop is not None and self.options.redetect == "on_loss":
+            result = self._run(frame, self._crop, stages)
+            if result is not None:
+                self._crop = crop_from_landmarks(result.points)
+                return result
+        t0 = time.perf_counter()
+        faces = self.model.detect(frame)
+        stages["detect"] = 1000 * (time.perf_counter() - t0)
+        self.detections += 1
+        self.several_faces += len(faces) > 1
+        self._crop = None
+        if not faces:
+            return None
+        result = self._run(frame, crop_from_detection(largest(faces)), stages)
+        if result is not None and self.options.recrop:
+            result = self._run(frame, crop_from_landmarks(result.points), stages) or result
+        if result is not None:
+            self._crop = crop_from_landmarks(result.points)
+        return result
+
+    def _run(self, frame: np.ndarray, crop: Crop, stages: dict) -> FaceResult | None:
+        size = self.model.crop_size
+        t0 = time.perf_counter()
+        image = crop.apply(frame, size)
+        t1 = time.perf_counter()
+        out = self.model(image)
+        t2 = time.perf_counter()
+        stages["crop"] = stages.get("crop", 0.0) + 1000 * (t1 - t0)
+        stages["tracker"] = stages.get("tracker", 0.0) + 1000 * (t2 - t1)
+        if out.presence < self.options.min_presence:
+            return None
+        H_crop = np.asarray(out.H, np.float64)
+        return FaceResult(G=out.G, points=crop.to_frame(out.points, size), H=frame_pose(H_crop, crop, size),
+                          z=out.z, presence=float(out.presence), stages_ms=stages, crop=crop, H_crop=H_crop,
+                          landmarks=out.landmarks, image=image)

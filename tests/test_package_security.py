@@ -1,0 +1,410 @@
+"""A performer package cannot reach outside itself (issue #13, items 5–7): manifest names are confined to the
+package before any file is opened, the manifest and topology are checked against explicit schemas, graph signatures
+are checked by `check_graph`, and TensorRT engines live in a per-user cache keyed by the manifest's hash, never in
+(or read from) the package. Every failure is one UserError line naming the file; no file outside the package is
+ever opened (checked with an audit hook on `open`)."""
+import hashlib
+import json
+import os
+import re
+import shutil
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from engine.errors import UserError
+from export import trt_engine as te
+from export.package import (
+    GRAPH_NAMES,
+    MANIFEST,
+    SAMPLE_PACKAGE,
+    SIGNATURES,
+    TOPOLOGY,
+    check_graph,
+    confine,
+    open_package,
+)
+from tests.test_trt_engine import fakes  # noqa: F401  (the fake tensorrt + cuda fixture)
+
+_OPENED: list | None = None
+
+
+def _audit(event, args):
+    if event == "open" and _OPENED is not None and isinstance(args[0], (str, bytes, os.PathLike)):
+        _OPENED.append(os.fsdecode(args[0]))
+
+
+sys.addaudithook(_audit)       # cannot be removed; records only inside `only_inside`
+
+
+@contextmanager
+def only_inside(root: Path):
+    """Fails if anything outside `root` (resolved) is opened in the block."""
+    global _OPENED
+    _OPENED, opened = [], None
+    try:
+        yield
+    finally:
+        opened, _OPENED = _OPENED, None
+        outside = [p for p in opened if not Path(p).resolve().is_relative_to(root.resolve())]
+        assert not outside, f"opened outside the package: {outside}"
+
+
+@pytest.fixture(scope="module")
+def base(tmp_path_factory):
+    """One copy of the sample package per module (read-only by convention: `pkg` hard-links its files)."""
+    root = tmp_path_factory.mktemp("base") / "pkg"
+    shutil.copytree(SAMPLE_PACKAGE, root)
+    open_package(root)                                   # warm every lazy import before the audit hook counts
+    return root
+
+
+@pytest.fixture
+def pkg(base, tmp_path):
+    """A fresh package: hard links to `base`'s files (replace, never write through them) and its own manifest."""
+    root = tmp_path / "pkg"
+    root.mkdir()
+    for f in base.iterdir():
+        try:
+            os.link(f, root / f.name) if f.name != MANIFEST else shutil.copy(f, root / f.name)
+        except OSError:
+            shutil.copy(f, root / f.name)
+    return root
+
+
+@pytest.fixture
+def secret(tmp_path):
+    """A readable file outside the package."""
+    path = tmp_path / "secret.txt"
+    path.write_text("root:x:0:0:secret\n")
+    return path
+
+
+def sha(path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def manifest(pkg) -> dict:
+    return json.loads((pkg / MANIFEST).read_text())
+
+
+def write_manifest(pkg, m) -> None:
+    """`m`: a dict (dumped), or the manifest's text or bytes as they are."""
+    data = m if isinstance(m, bytes) else (m if isinstance(m, str) else json.dumps(m)).encode()
+    (pkg / MANIFEST).write_bytes(data)
+
+
+def list_file(pkg, name, digest) -> None:
+    m = manifest(pkg)
+    m["files"][name] = digest
+    write_manifest(pkg, m)
+
+
+def refused(pkg, match: str) -> str:
+    """open_package(pkg) raises one UserError line matching `match`, opening nothing outside the package."""
+    with only_inside(pkg), pytest.raises(UserError) as err:
+        open_package(pkg)
+    msg = str(err.value)
+    assert len(msg.splitlines()) == 1 and "\r" not in msg, msg
+    assert msg.startswith(str(pkg)), msg                    # names a file of the package
+    assert re.search(match, msg), msg
+    return msg
+
+
+def test_the_sample_opens_and_opens_nothing_outside(pkg):
+    with only_inside(pkg):
+        p = open_package(pkg)
+    assert p.crop_size == 256 and p.sizes == {"crop_size": 256, "texture_size": 64}
+    assert p.manifest_sha256 == sha(pkg / MANIFEST)
+    tri, uv, holes = p.topology()
+    assert tri.dtype == holes.dtype == np.int32 and uv.dtype == np.float32 and uv.shape == (468, 2)
+
+
+# ------------------------------------------------------------------------------------------- item 5: names
+@pytest.mark.parametrize("name", ["{secret}", "../secret.txt", "../../secret.txt", "a/../../secret.txt",
+                                  "trt\\..\\..\\secret.txt", "./tracker.onnx", "a//b", "", "C:secret.txt",
+                                  "C:/secret.txt", "line\nbreak", "nul\x00byte", "x" * 300])
+def test_names_that_leave_the_package_are_refused_before_opening(pkg, secret, name):
+    name = name.format(secret=secret)
+    list_file(pkg, name, sha(secret))                    # the real hash: only confinement can refuse it
+    msg = refused(pkg, r"manifest\.json: file name .* not a plain relative path")
+    assert "hash mismatch" not in msg and not msg.startswith(str(secret))
+
+
+def test_etc_passwd_with_its_real_hash_is_refused(pkg):
+    if not Path("/etc/passwd").is_file():
+        pytest.skip("no /etc/passwd")
+    list_file(pkg, "/etc/passwd", sha("/etc/passwd"))
+    refused(pkg, r"file name '/etc/passwd' is not a plain relative path inside the package")
+    list_file(pkg, "/etc/passwd", "0" * 64)               # a wrong hash says nothing about the file either
+    assert "hash mismatch" not in refused(pkg, "not a plain relative path")
+
+
+@pytest.mark.parametrize("where", ["file", "folder"])
+def test_symlink_pointing_outside_is_refused(pkg, secret, where):
+    if where == "file":
+        (pkg / "link.txt").symlink_to(secret)
+        name = "link.txt"
+    else:
+        (pkg / "sub").symlink_to(secret.parent)
+        name = f"sub/{secret.name}"
+    list_file(pkg, name, sha(secret))
+    refused(pkg, r"file name .* resolves outside the package")
+
+
+def test_symlinked_manifest_outside_is_refused(pkg, tmp_path):
+    outside = tmp_path / "elsewhere.json"
+    outside.write_text((pkg / MANIFEST).read_text())
+    (pkg / MANIFEST).unlink()
+    (pkg / MANIFEST).symlink_to(outside)
+    refused(pkg, r"manifest\.json: file name 'manifest\.json' resolves outside the package")
+
+
+def test_symlink_inside_the_package_is_fine(pkg):
+    (pkg / "alias.onnx").symlink_to("detector.onnx")
+    list_file(pkg, "alias.onnx", sha(pkg / "detector.onnx"))
+    with only_inside(pkg):
+        assert open_package(pkg).has("alias.onnx")
+
+
+def test_symlink_loop_and_fifo_are_refused(pkg):
+    (pkg / "loop").symlink_to("loop")
+    list_file(pkg, "loop", "0" * 64)
+    refused(pkg, r"file name 'loop' (cannot be resolved|resolves outside)|loop: (missing|not a regular)")
+    m = manifest(pkg)
+    del m["files"]["loop"]
+    m["files"]["pipe"] = "0" * 64
+    write_manifest(pkg, m)
+    os.mkfifo(pkg / "pipe")                               # opening it would block: it is never opened
+    refused(pkg, r"pipe: not a regular file")
+
+
+def test_confine_opens_nothing(tmp_path):
+    with only_inside(tmp_path / "nowhere"):
+        assert confine(tmp_path, "a/b.onnx") == tmp_path / "a" / "b.onnx"
+
+
+# ------------------------------------------------------------------------------------------- item 7a: manifest
+def deep(n: int) -> str:
+    return "[" * n + "]" * n
+
+
+@pytest.mark.parametrize("text,match", [
+    ("[]", r"the manifest must be a JSON object \(found list\)"),
+    ('"facetrack-package"', r"must be a JSON object"),
+    (deep(100_000), r"corrupt manifest \(JSON nested too deeply\)"),
+    ('{"format": "facetrack-package", "version": 1, "x": ' + deep(100_000) + "}", r"nested too deeply"),
+    ("{not json", r"corrupt manifest"),
+    (b"\xff\xfe{}", r"corrupt manifest"),
+    ('{"format": "facetrack-package", "format": "facetrack-package"}', r"corrupt manifest \(duplicate key"),
+])
+def test_malformed_manifest_is_one_line(pkg, text, match):
+    write_manifest(pkg, text)
+    refused(pkg, match)
+
+
+def test_huge_manifest_is_refused_unread(pkg):
+    m = manifest(pkg)
+    m["padding"] = "x" * (1 << 20)
+    write_manifest(pkg, m)
+    refused(pkg, r"manifest larger than 1024 KiB")
+
+
+def setpath(m: dict, dotted: str, value):
+    *parents, last = dotted.split(".")
+    for key in parents:
+        m = m[key]
+    if value is KeyError:
+        del m[last]
+    else:
+        m[last] = value
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("input.crop_size", "abc", r"input\.crop_size must be an integer in 64\.\.1024 \(found 'abc'\)"),
+    ("input.crop_size", 0, r"input\.crop_size must be an integer"),
+    ("input.crop_size", -5, r"input\.crop_size must be an integer"),
+    ("input.crop_size", 1e9, r"input\.crop_size must be an integer"),
+    ("input.crop_size", 256.0, r"input\.crop_size must be an integer"),
+    ("input.crop_size", True, r"input\.crop_size must be an integer"),
+    ("input.crop_size", KeyError, r"missing input\.crop_size"),
+    ("input.dtype", "float32", r"input\.dtype must be 'uint8'"),
+    ("input", [256], r"input must be a JSON object"),
+    ("input", KeyError, r"missing input$"),
+    ("texture.size", 8, r"texture\.size must be an integer in 16\.\.4096"),
+    ("texture.size", "64", r"texture\.size must be an integer"),
+    ("texture", KeyError, r"missing texture$"),
+    ("files", KeyError, r"missing files"),
+    ("files", ["tracker.onnx"], r"files must be a non-empty object"),
+    ("files.topology.npz", KeyError, r"lists no topology\.npz"),
+    ("files.tracker.onnx", "not-a-hash", r"files\['tracker\.onnx'\] must be a SHA-256"),
+    ("files.tracker.onnx", 12, r"files\[.tracker\.onnx.\] must be a SHA-256 .*\(found 12\)"),
+    ("format", "other", r"not a facetrack-package v1 manifest"),
+    ("version", True, r"not a facetrack-package v1 manifest"),
+    ("version", 2, r"not a facetrack-package v1 manifest"),
+    ("colour_correction.matrix", [[1, 0], [0, 1]], r"colour_correction\.matrix must be a 3x3"),
+    ("parity.z", "small", r"parity\.z must be a finite number"),
+    ("parity.a\nb\u2028c", "x", r"parity\.a b c must be a finite number"),
+    ("source_run", ["/x"], r"source_run must be a string"),
+])
+def test_manifest_schema(pkg, key, value, match):
+    m = manifest(pkg)
+    if key.startswith("files."):                          # file names hold dots: not a dotted path
+        m["files"].pop(key[len("files."):]) if value is KeyError else m["files"].update({key[6:]: value})
+    else:
+        setpath(m, key, value)
+    write_manifest(pkg, m)
+    refused(pkg, r"manifest\.json: " + match)
+
+
+# ------------------------------------------------------------------------------------------- item 7b: topology
+def write_topology(pkg, **arrays) -> None:
+    (pkg / TOPOLOGY).unlink()                             # a hard link to base: replace, never write through
+    with open(pkg / TOPOLOGY, "wb") as f:
+        np.savez(f, **arrays)
+    list_file(pkg, TOPOLOGY, sha(pkg / TOPOLOGY))
+
+
+@pytest.fixture(scope="module")
+def topo():
+    with np.load(SAMPLE_PACKAGE / TOPOLOGY) as z:
+        return {k: z[k] for k in z.files}
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda t: t.pop("holes"), r"lacks holes"),
+    (lambda t: t.update(faces=t.pop("triangles")), r"lacks triangles"),
+    (lambda t: t["triangles"].__setitem__((0, 0), 468), r"triangles index outside 0\.\.467"),
+    (lambda t: t["holes"].__setitem__((1, 2), -1), r"holes index outside 0\.\.467"),
+    (lambda t: t.update(holes=np.array([{"x": 1}, None], dtype=object)), r"holes must be integer \[N,3\]"),
+    (lambda t: t.update(triangles=t["triangles"].astype(np.float32)), r"triangles must be integer"),
+    (lambda t: t.update(triangles=t["triangles"][:, :2]), r"triangles must be integer \[N,3\]"),
+    (lambda t: t.update(uv=t["uv"][:100]), r"uv must be float \[468,2\]"),
+    (lambda t: t["uv"].__setitem__((3, 1), np.nan), r"uv has non-finite values"),
+])
+def test_topology_is_checked(pkg, topo, change, match):
+    t = {k: v.copy() for k, v in topo.items()}
+    change(t)
+    write_topology(pkg, **t)
+    refused(pkg, r"topology\.npz: " + match)
+
+
+def test_topology_that_is_not_a_zip(pkg):
+    (pkg / TOPOLOGY).unlink()
+    (pkg / TOPOLOGY).write_bytes(b"PK\x03\x04 not really")
+    list_file(pkg, TOPOLOGY, sha(pkg / TOPOLOGY))
+    refused(pkg, r"topology\.npz: corrupt topology")
+
+
+# ------------------------------------------------------------------------------------------- item 7c: graphs
+@pytest.fixture(scope="module")
+def signatures(base):
+    """(inputs, outputs) of each real graph of the sample, as ONNX Runtime reports them."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads, opts.log_severity_level = 1, 3
+    found = {}
+    for graph in (*GRAPH_NAMES, "tracker_int8"):
+        s = ort.InferenceSession(str(base / f"{graph}.onnx"), opts, providers=["CPUExecutionProvider"])
+        found[graph] = ([(i.name, i.type, i.shape) for i in s.get_inputs()],
+                        [(i.name, i.type, i.shape) for i in s.get_outputs()])
+    return found
+
+
+def test_real_graphs_match_their_signatures(signatures, base):
+    sizes = open_package(base).sizes
+    for graph in GRAPH_NAMES:
+        check_graph(graph, *signatures[graph], path=base / f"{graph}.onnx", sizes=sizes)
+        check_graph(graph, *signatures[graph])           # without sizes: any fixed size for the symbolic dims
+    check_graph("tracker", *signatures["tracker_int8"], sizes=sizes)
+    assert set(SIGNATURES) == set(GRAPH_NAMES)
+
+
+@pytest.mark.parametrize("graph,given,match", [
+    ("detector", "texture", r"not the detector graph: inputs \['z', 'v'\], expected \['image'\]"),
+    ("tracker", "detector", r"not the tracker graph"),
+    ("texture", "tracker", r"not the texture graph"),
+])
+def test_a_graph_in_the_wrong_place_is_named(signatures, graph, given, match):
+    with pytest.raises(UserError, match=r"^pkg/" + f"{graph}\\.onnx: " + match):
+        check_graph(graph, *signatures[given], path=f"pkg/{graph}.onnx")
+
+
+def test_graph_sizes_types_and_shapes_are_checked(signatures):
+    ins, outs = signatures["tracker"]
+    with pytest.raises(UserError, match=r"^tracker\.onnx: tracker input 'crop' has shape \[1, 256, 256, 3\], "
+                                        r"expected \[1, 128, 128, 3\]$"):
+        check_graph("tracker", ins, outs, sizes={"crop_size": 128, "texture_size": 64})
+    with pytest.raises(UserError, match=r"texture output 'texture' has shape .*expected \[1, 256, 256, 3\]"):
+        check_graph("texture", *signatures["texture"], sizes={"crop_size": 256, "texture_size": 256})
+    with pytest.raises(UserError, match=r"tracker input 'crop' is 'tensor\(float\)', expected tensor\(uint8\)"):
+        check_graph("tracker", [("crop", "tensor(float)", [1, 256, 256, 3])], outs)
+    with pytest.raises(UserError, match=r"tracker output 'z' has shape \['batch', 128\]"):
+        check_graph("tracker", ins, [("z", "tensor(float)", ["batch", 128]), *outs[1:]])
+    with pytest.raises(UserError, match=r"tracker output 'presence' has shape \[\]"):
+        check_graph("tracker", ins, [*outs[:-1], ("presence", "tensor(float)", [])])     # a scalar output
+    with pytest.raises(UserError, match=r"not the tracker graph: outputs"):
+        check_graph("tracker", ins, [*outs, ("extra", "tensor(float)", [1])])
+    with pytest.raises(UserError, match=r"no graph signature for 'landmarker'"):
+        check_graph("landmarker", ins, outs)
+
+
+# ------------------------------------------------------------------------------------------- item 6: engine cache
+def test_cache_folder_is_per_user_and_keyed_by_the_manifest(pkg, tmp_path, monkeypatch):
+    monkeypatch.setenv("FACETRACK_CACHE", str(tmp_path / "mine"))
+    p = open_package(pkg)
+    digest = sha(pkg / MANIFEST)[:16]
+    folder = te.plan_dir(p, "sm90-tensorrt10.13.0.35")
+    assert folder == tmp_path / "mine" / "trt" / digest / "sm90-tensorrt10.13.0.35"
+    assert not folder.is_relative_to(pkg) and te.plan_dir(pkg, "k") == te.plan_dir(p, "k")
+    assert te.ort_cache_dir(pkg).parent.parent == tmp_path / "mine" / "trt" / digest
+    monkeypatch.delenv("FACETRACK_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert te.cache_root() == tmp_path / "xdg" / "facetrack"
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative/ignored")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert te.cache_root() == tmp_path / "home" / ".cache" / "facetrack"
+    m = manifest(pkg)
+    m["parity"]["z"] = 0.5                                 # another manifest: another folder
+    write_manifest(pkg, m)
+    assert te.plan_dir(open_package(pkg), "k") != te.plan_dir(p, "k")
+
+
+def test_a_trt_folder_shipped_in_the_package_is_never_read(fakes, pkg, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("FACETRACK_CACHE", str(tmp_path / "cache"))
+    key = "sm89-tensorrt10.99.0.1"                        # what the fakes report
+    shipped = pkg / "trt" / key                           # a prebuilt 'engine' whose sidecar matches
+    shipped.mkdir(parents=True)
+    for graph in GRAPH_NAMES:
+        plan = b"evil engine " * 100
+        (shipped / f"{graph}.plan").write_bytes(plan)
+        (shipped / f"{graph}.plan.json").write_text(json.dumps({
+            "graph": f"{graph}.onnx", "onnx_sha256": manifest(pkg)["files"][f"{graph}.onnx"],
+            "plan_sha256": te.sha256_bytes(plan), "key": key, "recipe": te.RECIPE, "outputs": ["x"]}))
+    before = {p: p.read_bytes() for p in shipped.iterdir()}
+    p = open_package(pkg)
+    fakes["install"](builder_fp16=True)
+    global _OPENED
+    _OPENED = []
+    try:
+        made, problems, _ = te.open_sessions(p)
+    finally:
+        opened, _OPENED = _OPENED, None
+    assert sorted(made) == sorted(GRAPH_NAMES) and not problems
+    assert sorted(fakes["builds"]) == sorted(GRAPH_NAMES)                 # built from the graphs, not loaded
+    assert not [o for o in opened if Path(o).resolve().is_relative_to(shipped.resolve())]
+    assert {p: p.read_bytes() for p in shipped.iterdir()} == before        # nor written
+    assert (tmp_path / "cache" / "trt" / p.manifest_sha256[:16] / key / "tracker.plan").is_file()
+
+
+def test_a_graph_changed_after_verification_is_not_built(fakes, pkg, tmp_path, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("FACETRACK_CACHE", str(tmp_path / "cache"))
+    p = open_package(pkg)
+    (pkg / "detector.onnx").unlink()
+    shutil.copy(pkg / "texture.onnx", pkg / "detector.onnx")           # swapped after open_package
+    fakes["install"](builder_fp16=True)
+    made, problems, _ = te.open_sessions(p)
+    assert "detector" not in made and problems["detector"].startswith("detector.onnx changed since the package")
