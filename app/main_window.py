@@ -292,7 +292,7 @@ class MainWindow(QMainWindow):
         caption = f"{self.pipeline.source.name if self.pipeline.source else ''}  #{frame.index}"
         if item.found:
             caption += f"   presence {item.presence:.2f}"
-        elif self.pipeline.tracker is not None or frame.recorded is not None:
+        elif self.pipeline.tracker is not None or frame.replayed:
             caption += "   no face: re-detecting"
         self.video.show_frame(frame.image, item.points, caption)
         if self.gl is not None and item.found:

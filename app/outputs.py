@@ -66,8 +66,8 @@ def session_folder(parent: str | Path) -> Path:
 class RecordWorker(Worker):
     """Writes tracked frames (the video frame, z, H, expressions, G) into a session folder.
 
-    Only frames with a face are written, so video frame i and result line i always belong together; the
-    replay paces itself by the recorded times. The recorder opens on the first frame (its size is known then).
+    Every frame is written, a frame with no face as a no-face line, so video frame i and result line i always
+    belong together; the replay paces itself by the recorded times. The recorder opens on the first frame (its size is known then).
     A full queue (disk far too slow) drops frames and counts them rather than stall tracking."""
 
     def __init__(self, folder: str | Path, fps: float, max_queue: int = 256):

@@ -3,7 +3,8 @@
 A session folder holds
     session.json     manifest: written at start (closed: false), rewritten at close (frame count, duration)
     video.mp4        the source frames as captured (H.264, fragmented MP4: a file cut short still plays)
-    frames.jsonl     one JSON line per frame {"i", "t", "z", "H", "e": {name: value}, "g": row of vertices or null}
+    frames.jsonl     one JSON line per frame {"i", "t", "z", "H", "e": {name: value}, "g": row of vertices or null};
+                     a frame with no face is {"i", "t", "found": false} (video frame i and line i always match)
     vertices.f32     optional: G of each frame that had one, raw float32 little-endian [n, 468, 3], appended
 Every frame's line goes to the OS at once (a killed process loses at most the line being written) and the files
 are fsynced about once per second (a power cut loses at most ~1 s); video keyframes (fragments) are 1 s apart.
@@ -13,6 +14,7 @@ Writing blocks on disk and on the encoder pipe: call it from a recording worker,
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -76,12 +78,17 @@ class SessionRecorder:
         self._first_t = self._last_t = None
         self._last_sync = self._clock()
 
-    def write(self, frame_rgb: np.ndarray, timestamp: float, z, H, expressions: dict[str, float], G=None) -> None:
-        """Append one frame: the captured RGB image, its time (s), latent z, pose H, expressions and mesh G."""
+    def write(self, frame_rgb: np.ndarray, timestamp: float, z=None, H=None, expressions: dict | None = None,
+              G=None) -> None:
+        """Append one frame: the captured RGB image, its time (s), latent z, pose H, expressions and mesh G;
+        z None: no face in this frame (kept, so the session's frames stay in step with its video)."""
         if frame_rgb.shape[:2] != self.frame_size[::-1]:
             raise ValueError(f"frame is {frame_rgb.shape[1]}x{frame_rgb.shape[0]}, session is "
                              f"{self.frame_size[0]}x{self.frame_size[1]}")
         self._video.write(frame_rgb)
+        if z is None:
+            self._line(json.dumps({"i": self.count, "t": float(timestamp), "found": False}), timestamp)
+            return
         row = None
         if G is not None:
             if self._vertices is None:
@@ -94,7 +101,10 @@ class SessionRecorder:
         z_text = ",".join(map(str, z32)) if np.isfinite(z32).all() else json.dumps(z32.tolist())[1:-1]
         rest = json.dumps({"t": float(timestamp), "H": [float(v) for v in np.asarray(H).ravel()],
                            "e": {str(k): float(v) for k, v in expressions.items()}, "g": row})
-        self._frames.write(f'{{"i": {self.count}, "z": [{z_text}], {rest[1:]}\n')
+        self._line(f'{{"i": {self.count}, "z": [{z_text}], {rest[1:]}', timestamp)
+
+    def _line(self, text: str, timestamp: float) -> None:
+        self._frames.write(text + "\n")
         self._frames.flush()  # to the OS now: a killed process keeps every completed line
         self.count += 1
         self._first_t = timestamp if self._first_t is None else self._first_t
@@ -140,6 +150,7 @@ class Session:
     names: list[str]           # [K]
     E: np.ndarray              # [N, K] float64 expression values (0 where a frame lacked the name)
     G: np.ndarray | None = field(default=None)  # [N, 468, 3] float32, NaN where a frame had none; None if none
+    found: np.ndarray | None = field(default=None)  # [N] bool: a face in this frame (z, H NaN where not)
 
     def expressions(self, i: int) -> dict[str, float]:
         return {n: float(v) for n, v in zip(self.names, self.E[i])}
@@ -164,8 +175,12 @@ def load_session(folder: str | Path) -> Session:
             if any(rest.strip() for rest in lines[k + 1:]):
                 raise ValueError(f"{folder / FRAMES}: line {k + 1} is corrupt") from None
             break  # the line being written when the process died
+    found = np.array([r.get("found", True) for r in records], bool)
+    for r in records:
+        if not r.get("found", True):
+            r.update(z=None, H=[math.nan] * 6, e={}, g=None)
     names = list(dict.fromkeys(n for r in records for n in r["e"]))
-    z_dim = len(records[0]["z"]) if records else 0
+    z_dim = next((len(r["z"]) for r in records if r["z"] is not None), 0)
     G = None
     vertex_path = folder / VERTICES
     if vertex_path.exists() and any(r["g"] is not None for r in records):
@@ -178,12 +193,13 @@ def load_session(folder: str | Path) -> Session:
     return Session(
         folder=folder, manifest=manifest,
         t=np.array([r["t"] for r in records], np.float64),
-        z=np.array([r["z"] for r in records], np.float32).reshape(len(records), z_dim),
+        z=np.array([[math.nan] * z_dim if r["z"] is None else r["z"] for r in records],
+                   np.float32).reshape(len(records), z_dim),
         H=np.array([r["H"] for r in records], np.float64).reshape(len(records), 6),
         names=names,
         E=np.array([[r["e"].get(n, 0.0) for n in names] for r in records],
                    np.float64).reshape(len(records), len(names)),
-        G=G,
+        G=G, found=found,
     )
 
 

@@ -41,9 +41,12 @@ class SessionSource:
         self.fps = float(self.session.manifest.get("fps") or 30.0)
         self._cap, self._i, self._start = cap, 0, self._clock()
 
-    def result(self, i: int) -> FaceResult:
-        """The recorded result of frame i (without recorded vertices: the canonical face in the recorded pose)."""
+    def result(self, i: int) -> FaceResult | None:
+        """The recorded result of frame i (without recorded vertices: the canonical face in the recorded pose);
+        None where the session recorded no face."""
         s = self.session
+        if s.found is not None and not s.found[i]:
+            return None
         G = s.G[i] if s.G is not None and not np.isnan(s.G[i]).any() else canonical_shape()[0]
         H = s.H[i]
         r = FaceResult(G=G, points=project(G.astype(np.float64), H), H=H, z=s.z[i])
@@ -69,7 +72,7 @@ class SessionSource:
         if delay > 0:
             self._sleep(delay)
         i, self._i = self._i, self._i + 1
-        return Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self._clock(), i, recorded=self.result(i))
+        return Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), self._clock(), i, replayed=True, recorded=self.result(i))
 
     def close(self) -> None:
         if self._cap is not None:

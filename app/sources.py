@@ -34,7 +34,8 @@ class Frame:
     image: np.ndarray   # [H, W, 3] uint8 RGB
     t: float            # capture time, time.monotonic() seconds
     index: int          # frame number within the source (files: position in the clip, before looping)
-    recorded: object = None  # replay only: the recorded result for this frame (no tracking needed)
+    replayed: bool = False   # replay: `recorded` is this frame's recorded result (None: no face); no tracking
+    recorded: object = None
 
 
 @dataclass(frozen=True)

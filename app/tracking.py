@@ -73,7 +73,7 @@ class TrackWorker(Worker):
         item = Tracked(frame=frame, dropped=self.slot.dropped)
         with self._lock:
             tracker = self._tracker
-            if frame.recorded is not None:
+            if frame.replayed:
                 result = frame.recorded
             elif tracker is not None:
                 result = tracker(frame.image)
@@ -83,8 +83,10 @@ class TrackWorker(Worker):
         stages["track"] = (self._clock() - t0) * 1e3
         if result is None:
             self._smoother.reset()  # the next face starts fresh (the tracker re-detects)
-            if (sender := self.sender) is not None and frame.recorded is None:
+            if (sender := self.sender) is not None and not frame.replayed:
                 sender.send_lost()  # receivers see tracking loss (VMC's OK state), not a frozen face
+            if (recorder := self.recorder) is not None and not frame.replayed:
+                recorder.put(item)  # a no-face line keeps the session's lines in step with its video
         else:
             self._fill(item, result, frame, stages)
         stages["latency"] = (self._clock() - frame.t) * 1e3  # capture → result, the number a performer feels
@@ -97,7 +99,7 @@ class TrackWorker(Worker):
         G = np.asarray(result.G, np.float32)
         H = np.asarray(result.H, np.float64)
         item.raw_G, item.z, item.presence = G, np.asarray(result.z), float(getattr(result, "presence", 1.0))
-        if self.smoothing and frame.recorded is None:
+        if self.smoothing and not frame.replayed:
             G, H = self._smoother(G, H, frame.t)
             item.points = project(G.astype(np.float64), H)
         else:
@@ -119,7 +121,7 @@ class TrackWorker(Worker):
             t = self._clock()
             sender.send(item.H, item.expressions)
             stages["stream"] = (self._clock() - t) * 1e3
-        if (recorder := self.recorder) is not None and item.frame.recorded is None:
+        if (recorder := self.recorder) is not None and not item.frame.replayed:
             recorder.put(item)
         if (texture := self.texture) is not None:
             texture.request(item.z, item.H)

@@ -38,7 +38,7 @@ def _demo(args) -> None:
         raise UserError(f"{SAMPLE_PACKAGE}: the sample package is missing (rebuild it with scripts/build_sample.sh)")
     if os.environ.get("DISPLAY") and not args.headless:
         _studio(argparse.Namespace(studio_args=["--package", str(SAMPLE_PACKAGE), "--source", "synthetic"]))
-    from export import demo
+    from app import demo
 
     report = demo.run(SAMPLE_PACKAGE, args.out, max_frames=args.max_frames)
     print(f"demo: tracked {report['frames_found']}/{report['frames']} frames of the synthetic clip "
@@ -52,7 +52,7 @@ def _studio(args) -> None:
 
 
 COMMANDS = {"train-dam": "engine.train_dam", "train-i2z": "engine.train_i2z", "adapt": "engine.adapt",
-            "export": "export.onnx_export", "build": "export.build", "track": "export.track",
+            "export": "export.onnx_export", "build": "export.build", "track": "app.track",
             "bench": "export.bench", "eval": "engine.evaluate", "bench-teacher": "engine.bench",
             "export-session": "app.recording"}
 BUILT_IN = ("synth", "enroll", "demo", "studio")

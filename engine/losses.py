@@ -26,6 +26,15 @@ def L_z(z_pred: torch.Tensor, z_gt: torch.Tensor) -> torch.Tensor:
     return ((z_pred - z_gt) ** 2).sum(-1).mean()
 
 
+def L_G(G_pred: torch.Tensor, G_gt: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Decoded-geometry supervision ‖D(z_I) − D(z_gt)‖²: per-vertex squared distance (cm²), averaged over the
+    vertices with `weights` [V] (e.g. eyelids, lips and brows weighted up), then over the batch."""
+    d = (G_pred - G_gt).square().sum(-1)
+    if weights is None:
+        return d.mean()
+    return (d * weights).sum(-1).div(weights.sum()).mean()
+
+
 def L_H(H_pred: torch.Tensor, G_pred: torch.Tensor, K_gt: torch.Tensor, landmarks=slice(None)) -> torch.Tensor:
     """Eq. 3: (1/K) Σ_k ‖Π H_I K^k(G_I) − K_gt^k‖², crop pixels². G_pred [B,V,3], K_gt [B,K,2]."""
     return ((pose.project(G_pred[:, landmarks], H_pred) - K_gt) ** 2).sum(-1).mean()

@@ -51,7 +51,7 @@ def facetrack(*argv):
     else:
         code = ("import argparse, sys\n"
                 "from engine.errors import UserError\n"
-                "from export import bench, build, track\n"
+                "from export import bench, build\nfrom app import track\n"
                 "p = argparse.ArgumentParser(prog='facetrack'); sub = p.add_subparsers(required=True)\n"
                 "[m.add_parser(sub) for m in (track, bench, build)]\n"
                 "a = p.parse_args(sys.argv[1:])\n"
@@ -173,8 +173,10 @@ def test_export_drops_an_int8_tracker_that_moves_vertices_too_far(built, tmp_pat
 
 # ------------------------------------------------------------------------------------------------ track
 def test_track_writes_session_without_torch(built, tmp_path):
+    """Headless track = the studio's pipeline: its session format (load_session / export-session read it), its
+    smoothing and ARKit values, every frame recorded with no-face frames flagged."""
     session = tmp_path / "session"
-    code = ("import sys\nfrom export import track\n"
+    code = ("import sys\nfrom app import track\n"
             f"track.track({str(built['pkg'])!r}, {str(built['wild'])!r}, {str(session)!r}, 'cpu', max_frames=20)\n"
             "assert 'torch' not in sys.modules, 'track imported torch'\n")
     r = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120,
@@ -182,30 +184,66 @@ def test_track_writes_session_without_torch(built, tmp_path):
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines()[0].startswith("backend onnxruntime/CPUExecutionProvider")
     report = json.loads((session / "report.json").read_text())
-    assert report["frames"] == 20 and report["frames_found"] >= 16
+    assert report["frames"] == 20 and report["frames_found"] >= 16 and report["smoothing"] is True
     assert report["backend"].startswith("onnxruntime/CPUExecutionProvider")
-    assert {"decode", "crop", "tracker", "overlay"} <= set(report["stages_ms"])
+    assert {"decode", "crop", "tracker", "smooth+expr", "record", "overlay"} <= set(report["stages_ms"])
     assert 1 <= report["texture"]["decoded"] <= 20 / report["texture"]["every_n_frames"] + 1
-    res = np.load(session / "results.npz")
-    assert res["found"].sum() == report["frames_found"] and res["z"].shape == (20, 128)
-    assert res["H"].shape == (20, 6) and res["G"].shape == (20, 468, 3) and res["points"].shape == (20, 468, 2)
-    assert np.isfinite(res["points"][res["found"]]).all() and np.isnan(res["points"][~res["found"]]).all()
-    lines = [json.loads(x) for x in (session / "frames.jsonl").read_text().splitlines()]
-    assert [x["frame"] for x in lines] == list(range(20))
-    info = video.probe(session / "overlay.mp4")
-    assert (info.width, info.height) == (320, 240) and info.frames == 20
-    assert (session / "texture.png").is_file()
+    from app.recording import load_session
+
+    s = load_session(session)
+    assert len(s) == 20 and s.found.sum() == report["frames_found"] and s.manifest["closed"]
+    assert s.z.shape == (20, 128) and s.H.shape == (20, 6) and s.G.shape == (20, 468, 3)
+    assert np.isfinite(s.H[s.found]).all() and np.isnan(s.H[~s.found]).all()
+    assert "jawOpen" in s.names and np.isfinite(s.E).all()
+    assert np.allclose(s.t, np.arange(20) / video.probe(built["wild"]).fps)     # video time, not the wall clock
+    for name in ("video.mp4", "overlay.mp4"):
+        info = video.probe(session / name)
+        assert (info.width, info.height) == (320, 240) and info.frames == 20
+    assert (session / "texture.png").is_file() and not (session / ".lock").exists()
+
+
+def test_track_refuses_a_folder_that_holds_a_session(built, tmp_path):
+    from app import track
+    from engine.errors import UserError
+
+    track.track(built["pkg"], str(built["wild"]), tmp_path / "s", "cpu", max_frames=2)
+    before = (tmp_path / "s" / "frames.jsonl").read_text()
+    with pytest.raises(UserError, match="already holds files"):
+        track.track(built["pkg"], str(built["wild"]), tmp_path / "s", "cpu", max_frames=2)
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / ".lock").touch()                 # another run is writing there
+    with pytest.raises(UserError, match="another run"):
+        track.track(built["pkg"], str(built["wild"]), tmp_path / "busy", "cpu", max_frames=2)
+    assert (tmp_path / "s" / "frames.jsonl").read_text() == before         # the first session is intact
+
+
+def test_track_streams_what_it_tracks(built, tmp_path):
+    """--stream sends each frame as the studio does (VMC bundles over UDP to a local socket)."""
+    import socket
+
+    from app import track
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.settimeout(5)
+    try:
+        track.track(built["pkg"], str(built["wild"]), tmp_path / "s", "cpu", max_frames=3,
+                    stream=f"vmc:127.0.0.1:{sock.getsockname()[1]}")
+        first = sock.recv(2048)
+    finally:
+        sock.close()
+    assert first.startswith(b"#bundle") and b"/VMC/Ext/" in first
 
 
 def test_track_synthetic_source_renders_a_clip(built, tmp_path):
-    from export import track
+    from app import track
 
     report = track.track(built["pkg"], "synthetic", tmp_path / "s", "cpu", max_frames=4)
     assert report["frames"] == 4 and (tmp_path / "s" / "synthetic" / "video.mp4").is_file()
 
 
 def test_camera_that_disappears_ends_cleanly(built, tmp_path, monkeypatch, capsys):
-    from export import track
+    from app import track
 
     frames = list(video.frames(built["wild"]))[:5]
 
@@ -228,7 +266,7 @@ def test_camera_that_disappears_ends_cleanly(built, tmp_path, monkeypatch, capsy
     monkeypatch.setattr(track.cv2, "VideoCapture", Camera)
     report = track.track(built["pkg"], "camera:0", tmp_path / "cam", "cpu")
     assert report["frames"] == 5 and "camera:0" in report["ended"]
-    assert (tmp_path / "cam" / "results.npz").is_file() and (tmp_path / "cam" / "overlay.mp4").is_file()
+    assert (tmp_path / "cam" / "frames.jsonl").is_file() and (tmp_path / "cam" / "overlay.mp4").is_file()
     assert capsys.readouterr().out.strip().splitlines()[-1] == report["ended"]
 
 

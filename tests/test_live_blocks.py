@@ -177,6 +177,28 @@ def test_round_trip_after_close(tmp_path):
     assert n == 40
 
 
+def test_no_face_frames_are_recorded_flagged_and_replay_as_none(tmp_path):
+    """A frame with no face is a line of its own: the lines stay in step with the video, the reader flags it
+    (z, H NaN) and the replay gives no face for it instead of the previous one."""
+    from app.replay import SessionSource
+
+    rec = SessionRecorder(tmp_path, FPS, SIZE)
+    for i in range(4):
+        if i == 2:
+            rec.write(_frame(i), 1000.0 + i / FPS)
+        else:
+            z, H, e, G = _data(i)
+            rec.write(_frame(i), 1000.0 + i / FPS, z, H, e, G)
+    rec.close()
+    s = load_session(tmp_path)
+    assert len(s) == 4 and s.found.tolist() == [True, True, False, True]
+    assert np.isnan(s.H[2]).all() and np.isnan(s.z[2]).all() and np.isnan(s.G[2]).all()
+    assert np.array_equal(s.H[3], _data(3)[1]) and np.array_equal(s.G[3], _data(3)[3])
+    replay = SessionSource(tmp_path)
+    replay.open()
+    assert replay.result(2) is None and replay.result(3) is not None
+
+
 def test_unclosed_session_loses_at_most_a_second(tmp_path):
     # Mocked clock at 30 fps: 40 frames = 1.33 s, never closed; what is on disk is what a kill would leave.
     t = iter(np.arange(1000) / FPS)

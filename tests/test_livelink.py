@@ -24,17 +24,20 @@ FPS = 30.0
 
 
 def _record(folder, n=6, no_face=(3,)):
-    """A small session: frame i has a face (H, all 52 values) except the frames in `no_face` (H NaN, no values)."""
+    """A small session: frame i has a face (H, all 52 values) except the frames in `no_face`, recorded as the
+    studio and `track` record them (a no-face line)."""
     rng = np.random.default_rng(1)
     frames = []
     with SessionRecorder(folder, FPS, (32, 24)) as rec:
         for i in range(n):
+            image, t = np.zeros((24, 32, 3), np.uint8), 1000.0 + i / FPS
             if i in no_face:
                 H, e = np.full(6, np.nan), {}
+                rec.write(image, t)
             else:
                 H = np.array([10.0, 0.05 * i, -0.1 * i, 0.02, 120.0 + i, 130.0])
                 e = dict(zip(ARKIT_NAMES, rng.uniform(0, 1, len(ARKIT_NAMES)).round(6)))
-            rec.write(np.zeros((24, 32, 3), np.uint8), 1000.0 + i / FPS, np.zeros(8), H, e)
+                rec.write(image, t, np.zeros(8), H, e)
             frames.append((H, e))
     return frames
 

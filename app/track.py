@@ -1,18 +1,25 @@
-"""`facetrack track PACKAGE SOURCE --out SESSION`: run a performer package on a video, a folder of frames, a camera
-or the synthetic performer, and record the session (torch-free; `synthetic` renders with ModernGL, no torch).
+"""`facetrack track PACKAGE SOURCE --out SESSION`: the studio's pipeline without the window, on a video, a folder
+of frames, a camera or the synthetic performer (torch-free; `synthetic` renders with ModernGL).
 
-    SESSION/results.npz    frame index, found mask, presence, z, H (frame px), G, points (frame px), texture_frames
-    SESSION/frames.jsonl   one line per frame: found, presence, H, stage ms, whether the texture was decoded
+Each frame goes through what the studio runs: the package's tracking loop, then the studio's track step
+(app.tracking.TrackWorker: One Euro smoothing unless --raw, ARKit values, the stream with --stream), then the
+studio's session recorder, so `facetrack export-session` and the studio's replay read a headless session too:
+
+    SESSION/session.json, video.mp4, frames.jsonl, vertices.f32   app.recording's session: every frame, a frame
+                           with no face flagged; each line flushed to the OS as it is tracked
     SESSION/overlay.mp4    each frame with the projected mesh's triangle edges (thin, anti-aliased)
     SESSION/texture.png    the last decoded texture C(T)
     SESSION/report.json    frames, frames_found, backend, fallback, median ms per stage, texture decode rate
 
-Texture decoding runs on a worker thread fed with only the latest (z, H), at most TEXTURE_HZ times per second of
-video, so geometry never waits for it (ONNX Runtime releases the GIL while it runs).
+SIGINT, SIGTERM and SIGHUP end the session cleanly with what was tracked. One run owns its folder: a folder that
+already holds a session is refused. Texture decoding runs on a worker thread fed with only the latest (z, H), at
+most TEXTURE_HZ times per second of video, so geometry never waits for it.
 """
 from __future__ import annotations
 
 import json
+import os
+import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -148,118 +155,181 @@ def _median(values) -> float | None:
     return round(float(np.median(values)), 3) if len(values) else None
 
 
+def claim_output(out: Path) -> None:
+    """SESSION must be a new or empty folder we can write; an exclusive lock file makes it this run's alone, so
+    two runs never write into one session."""
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        lock = os.open(out / ".lock", os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+    except FileExistsError:
+        raise UserError(f"{out}: another run is writing this session (remove {out / '.lock'} if none is)") from None
+    except OSError as err:
+        raise UserError(f"{out}: cannot write here ({err.strerror})") from None
+    os.close(lock)
+    if any(p.name != ".lock" for p in out.iterdir()):
+        (out / ".lock").unlink()
+        raise UserError(f"{out}: already holds files; choose a new --out folder")
+
+
+def release_output(out: Path) -> None:
+    """Drop the lock; a session folder that never got a frame is removed (nothing is lost: it is empty)."""
+    (out / ".lock").unlink(missing_ok=True)
+    try:
+        out.rmdir()
+    except OSError:
+        pass
+
+
+class _Stop:
+    """SIGTERM/SIGHUP → KeyboardInterrupt in the main thread (as SIGINT), so every way of ending a run closes the
+    session the same way; the previous handlers come back at exit."""
+
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+    def __enter__(self):
+        self._old = {}
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                self._old[sig] = signal.signal(sig, self._raise)
+        return self
+
+    @staticmethod
+    def _raise(signum, _frame):
+        raise KeyboardInterrupt(signal.Signals(signum).name)
+
+    def __exit__(self, *exc):
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2))
+    os.replace(tmp, path)              # whole or absent, never half a report
+
+
 def track(package: str | Path, source: str, out: str | Path, backend: str = "auto",
           max_frames: int | None = None, texture_hz: float = TEXTURE_HZ, threads: int | None = None,
-          precision: str = "auto") -> dict:
+          precision: str = "auto", stream: str | None = None, smoothing: bool = True) -> dict:
+    from app.mailbox import LatestSlot
+    from app.recording import SessionRecorder
+    from app.senders import open_sender
+    from app.sources import Frame
+    from app.tracking import TrackWorker
     from export.runtime import open_tracker
 
     out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
     if max_frames is not None and max_frames < 1:
         raise UserError(f"--max-frames must be ≥ 1 (got {max_frames})")
     if not texture_hz > 0:
         raise UserError(f"--texture-hz must be > 0 (got {texture_hz})")
+    sender = open_sender(stream) if stream else None     # a bad HOST:PORT fails here, before any work
     tracker = open_tracker(package, backend, threads, precision)   # verifies every file before anything runs
+    claim_output(out)
+    try:
+        src = open_source(source, out, tracker.package.path, max_frames)
+    except BaseException:
+        release_output(out)
+        raise
     print(f"backend {tracker.backend}" + (f" (fallback: {tracker.fallback})" if tracker.fallback else ""))
-    out.mkdir(parents=True, exist_ok=True)
-    src = open_source(source, out, tracker.package.path, max_frames)
+    step = TrackWorker(LatestSlot(), tracker)             # the studio's track step, run here without its thread
+    step.set_smoothing(smoothing)
+    step.sender = sender
     every = max(1, int(round(src.fps / texture_hz)))       # in video frames, so a file session is reproducible
     edges = mesh_edges(tracker.topology[0])
     worker = TextureWorker(tracker)
-    rows, stages = [], {k: [] for k in ("decode", "detect", "crop", "tracker", "overlay", "geometry")}
-    last_texture = -every
+    stages = {k: [] for k in ("decode", "detect", "crop", "tracker", "smooth+expr", "stream", "record", "overlay",
+                              "geometry")}
+    found, last_texture, recorder, index = 0, -every, None, 0
     start = time.perf_counter()
     try:
-        with video.VideoWriter(out / "overlay.mp4", src.fps) as overlay, \
-                open(out / "frames.jsonl", "w") as jsonl:
-            index = 0
+        with _Stop(), video.VideoWriter(out / "overlay.mp4", src.fps) as overlay:
             while max_frames is None or index < max_frames:
                 t0 = time.perf_counter()
-                frame = next(src.frames, None)
-                if frame is None:
+                image = next(src.frames, None)
+                if image is None:
                     break
                 t1 = time.perf_counter()
-                result = tracker(frame)
-                t2 = time.perf_counter()
+                # video time for files (smoothing then behaves as at playback speed), the clock for a camera
+                item = step.process(Frame(image, time.monotonic() if src.live else index / src.fps, index))
                 stages["decode"].append(1000 * (t1 - t0))
-                stages["geometry"].append(1000 * (t2 - t1))
-                textured = False
-                if result is not None:
-                    for k, v in result.stages_ms.items():
-                        stages[k].append(v)
+                stages["geometry"].append(item.stages_ms.get("track", 0.0))
+                for k in ("detect", "crop", "tracker", "smooth+expr", "stream"):
+                    if k in item.stages_ms:
+                        stages[k].append(item.stages_ms[k])
+                t2 = time.perf_counter()
+                if recorder is None:
+                    recorder = SessionRecorder(out, src.fps, (image.shape[1], image.shape[0]))
+                if item.found:
+                    recorder.write(image, item.frame.t, item.z, item.H, item.expressions, G=item.G)
+                    found += 1
                     if index - last_texture >= every:
-                        worker.submit(index, result.z, result.H)
-                        last_texture, textured = index, True
+                        worker.submit(index, item.z, item.H)
+                        last_texture = index
+                else:
+                    recorder.write(image, item.frame.t)
+                index += 1                         # counted once recorded: the report matches the session
                 t3 = time.perf_counter()
-                overlay.write(frame if result is None else draw_mesh(frame, result.points, edges))
+                overlay.write(image if not item.found else draw_mesh(image, item.points, edges))
+                stages["record"].append(1000 * (t3 - t2))
                 stages["overlay"].append(1000 * (time.perf_counter() - t3))
-                rows.append((index, result))
-                jsonl.write(json.dumps({
-                    "frame": index, "found": result is not None,
-                    "presence": None if result is None else round(result.presence, 4),
-                    "H": None if result is None else [round(float(h), 5) for h in result.H],
-                    "ms": {k: round(v, 3) for k, v in (result.stages_ms if result else {}).items()},
-                    "texture_requested": textured}) + "\n")
-                index += 1
-    except KeyboardInterrupt:               # Ctrl-C on a live session keeps what was recorded
-        src.ended = src.ended or f"{src.name}: interrupted after {len(rows)} frames; session saved"
+    except KeyboardInterrupt as why:      # Ctrl-C, SIGTERM or SIGHUP: keep what was tracked
+        src.ended = src.ended or f"{src.name}: {str(why) or 'SIGINT'} after {index} frames; session saved"
     finally:
         worker.close()
+        if recorder is not None:
+            recorder.close()
+        if sender is not None:
+            sender.close()
+        release_output(out)
     seconds = time.perf_counter() - start
-    if not rows:
+    if index == 0:
         raise UserError(f"{src.name}: no frames to track")
-    _save_results(out / "results.npz", rows, worker.frames)
     if worker.latest is not None:
         cv2.imwrite(str(out / "texture.png"), cv2.cvtColor(worker.latest, cv2.COLOR_RGB2BGR))
-    found = sum(r is not None for _, r in rows)
     report = {
         "package": str(tracker.package.path), "source": src.name, "fps_source": src.fps,
-        "frames": len(rows), "frames_found": found,
+        "frames": index, "frames_found": found, "smoothing": smoothing, "stream": stream,
         "backend": tracker.backend, "fallback": tracker.fallback,
         "stages_ms": {k: _median(v) for k, v in stages.items()},
-        "detections": len(stages["detect"]),
+        "detections": tracker.detections,
         "texture": {"max_hz": texture_hz, "every_n_frames": every, "decoded": len(worker.frames),
-                    "ms": _median(worker.ms), "decoded_per_100_frames": round(100 * len(worker.frames) / len(rows), 2)},
+                    "ms": _median(worker.ms), "decoded_per_100_frames": round(100 * len(worker.frames) / index, 2)},
         "seconds": round(seconds, 3), "ended": src.ended,
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    _write_json(out / "report.json", report)
     if src.ended:
         print(src.ended)
+    if found == 0:
+        raise UserError(f"{src.name}: no face found in any of {index} frames (session kept in {out})")
     return report
-
-
-def _save_results(path: Path, rows: list, texture_frames: list[int]) -> None:
-    """Per-frame arrays; NaN where no face was found (so indices line up with the video)."""
-    n = len(rows)
-    dim = next((len(r.z) for _, r in rows if r is not None), 128)
-    z, H = np.full((n, dim), np.nan, np.float32), np.full((n, 6), np.nan, np.float32)
-    G, P = np.full((n, 468, 3), np.nan, np.float32), np.full((n, 468, 2), np.nan, np.float32)
-    presence = np.zeros(n, np.float32)
-    for i, (_, r) in enumerate(rows):
-        if r is not None:
-            z[i], H[i], G[i], P[i], presence[i] = r.z, r.H, r.G, r.points, r.presence
-    np.savez_compressed(path, frame=np.array([i for i, _ in rows], np.int32),
-                        found=np.array([r is not None for _, r in rows]), presence=presence, z=z, H=H, G=G,
-                        points=P, texture_frames=np.array(texture_frames, np.int32))
 
 
 def add_parser(sub) -> None:
     from export.runtime import BACKENDS, PRECISIONS
 
-    p = sub.add_parser("track", help="run a performer package on a video, frames folder, camera:N or synthetic")
+    p = sub.add_parser("track", help="the studio's pipeline without the window: a package on a video, frames "
+                                     "folder, camera:N or synthetic → a session (+ overlay, report, stream)")
     p.add_argument("package", metavar="PACKAGE", type=Path)
     p.add_argument("source", metavar="SOURCE", help="video file, folder of frames, camera:N, or synthetic")
-    p.add_argument("--out", required=True, type=Path, help="session folder")
+    p.add_argument("--out", required=True, type=Path, help="session folder (new or empty)")
     p.add_argument("--backend", choices=BACKENDS, default="auto")
     p.add_argument("--precision", choices=PRECISIONS, default="auto",
                    help="auto: the int8 tracker graph on the CPU provider when the package has one")
-    p.add_argument("--threads", type=options.threads, help="ONNX Runtime intra-op threads (default 1; 0: ONNX Runtime's choice)")
+    p.add_argument("--threads", type=options.threads, help="ONNX Runtime intra-op threads (default 1; 0: automatic)")
     p.add_argument("--max-frames", type=options.count(1))
-    p.add_argument("--texture-hz", type=options.positive(1000), default=TEXTURE_HZ, help="most texture decodes per second of video")
+    p.add_argument("--texture-hz", type=options.positive(1000), default=TEXTURE_HZ,
+                   help="most texture decodes per second of video")
+    p.add_argument("--stream", metavar="SPEC", help="stream as the studio does: vmc[:HOST[:PORT]] or "
+                                                    "ifacialmocap:HOST[:PORT]")
+    p.add_argument("--raw", action="store_true", help="no One Euro smoothing (the studio smooths by default)")
     p.set_defaults(run=_run)
 
 
 def _run(args) -> None:
     r = track(args.package, args.source, args.out, args.backend, args.max_frames, args.texture_hz, args.threads,
-              args.precision)
+              args.precision, args.stream, smoothing=not args.raw)
     print(f"tracked {r['frames_found']}/{r['frames']} frames, geometry {r['stages_ms']['geometry']} ms median, "
           f"{r['texture']['decoded']} texture decodes → {args.out}")
