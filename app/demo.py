@@ -4,14 +4,13 @@ rendered with ground truth (`synthetic_gt.npz` beside it), the report also score
 vertex error (cm), pose error (degrees), temporal stability (Eq. 10) and face motion next to the truth's."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 
 from app.recording import load_session
 from app.track import track
-from engine import metrics
+from engine import metrics, options
 from engine.errors import UserError
 
 
@@ -38,5 +37,5 @@ def run(package: str | Path, out: str | Path, max_frames: int | None = None) -> 
                 **{k: v for k, v in metrics.temporal_stability(G).items()
                    if k in ("stability", "stability_unguarded", "stability_excluded")},
             }
-        (out / "report.json").write_text(json.dumps(report, indent=2))
+        options.write_json(out / "report.json", report)
     return report

@@ -233,7 +233,12 @@ class MainWindow(QMainWindow):
                 self.say("choose a folder to record into")
                 self.controls.record_check.setChecked(False)
                 return
-            self.pipeline.start_recording(folder)
+            try:
+                self.pipeline.start_recording(folder)   # creates the session folder now (app.outputs)
+            except OSError as e:
+                self.say(f"cannot record into {folder}: {e.strerror or e}")
+                self.controls.record_check.setChecked(False)
+                return
         else:
             self.pipeline.stop_recording(wait=False)
         self.controls.record_check.setChecked(on)
@@ -268,6 +273,9 @@ class MainWindow(QMainWindow):
 
     # -- the UI timer ------------------------------------------------------------------------------------------
     def _tick(self) -> None:
+        rec = self.pipeline.recording
+        if rec is not None and (rec.failed or not rec.alive):   # the recorder died (disk full, encoder gone)
+            self.set_recording(False)      # unticks Recording; the worker's own message says why it stopped
         items = self.pipeline.take()
         for item in items:
             self._push_frame_plots(item)
@@ -329,6 +337,11 @@ class MainWindow(QMainWindow):
         self.rate_label.setText(text)
 
     def closeEvent(self, event) -> None:
+        """Stop every stage; a recording (also one stopped in the background before) is closed on disk
+        (`closed: true`) before the window goes."""
         self._timer.stop()
         self.pipeline.stop()
+        for worker in list(self.pipeline._old):
+            if worker.name == "record":
+                worker.stop(wait=True)
         super().closeEvent(event)

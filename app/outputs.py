@@ -4,6 +4,7 @@ Both run on their own threads so neither a slow decoder nor a slow disk holds tr
 """
 from __future__ import annotations
 
+import errno
 import queue
 import time
 from datetime import datetime
@@ -52,15 +53,21 @@ class TextureWorker(Worker):
             self.wait(max(0.0, 1.0 / self.max_hz - ms / 1e3))
 
 
-def session_folder(parent: str | Path) -> Path:
-    """A new, time-stamped session folder name under `parent` (not created)."""
-    stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-    path = Path(parent) / f"session-{stamp}"
-    n = 1
-    while path.exists():
-        n += 1
-        path = Path(parent) / f"session-{stamp}-{n}"
-    return path
+def session_folder(parent: str | Path, clock=datetime.now) -> Path:
+    """A new, time-stamped session folder under `parent`, created here and now (mkdir without exist_ok), so two
+    recorders started in the same second, in one process or two, never get the same folder: the one that loses
+    the race takes the next name (session-STAMP-2, -3, ...)."""
+    parent = Path(parent)
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = clock().strftime("%Y%m%d-%H%M%S")
+    for n in range(1, 10_000):
+        path = parent / (f"session-{stamp}" if n == 1 else f"session-{stamp}-{n}")
+        try:
+            path.mkdir()
+        except FileExistsError:
+            continue
+        return path
+    raise FileExistsError(errno.EEXIST, "no free session folder name", str(parent / f"session-{stamp}"))
 
 
 class RecordWorker(Worker):
@@ -77,8 +84,12 @@ class RecordWorker(Worker):
         self._recorder: SessionRecorder | None = None
         self.dropped = 0
         self.written = 0
+        self.failed: str | None = None   # why the recording stopped on its own (the UI unticks Recording)
 
     def put(self, item) -> None:
+        if self.failed:                     # a dead recorder takes nothing more (the UI stops it next tick)
+            self.dropped += 1
+            return
         try:
             self._queue.put_nowait(item)
         except queue.Full:
@@ -92,10 +103,23 @@ class RecordWorker(Worker):
                 except queue.Empty:
                     continue
                 self._write(item)
+        except Exception as err:  # noqa: BLE001 (disk full, folder gone, encoder died): the recording ends here
+            self.failed = f"recording stopped: {self.folder}: {type(err).__name__}: {err}"
+            self.say(self.failed)
         finally:
             if self._recorder is not None:
-                self._recorder.close()
-                self.say(f"session saved: {self.folder} ({self.written} frames)")
+                try:
+                    self._recorder.close()
+                except Exception as err:  # noqa: BLE001 (the session still gets its manifest)
+                    self.failed = self.failed or f"recording stopped: {self.folder}: {err}"
+                    self.say(f"session closed with an error: {self.folder}: {err}")
+                else:
+                    self.say(f"session saved: {self.folder} ({self.written} frames)")
+            else:
+                try:
+                    self.folder.rmdir()    # no frame came: leave no empty session behind
+                except OSError:
+                    pass
 
     def _write(self, item) -> None:
         image = item.frame.image

@@ -13,6 +13,7 @@ Writing blocks on disk and on the encoder pipe: call it from a recording worker,
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -30,29 +31,75 @@ N_VERTICES = 468
 
 def _write_json_atomic(path: Path, data: dict) -> None:
     tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)  # a crash leaves the old manifest or the new one, never half of one
+    try:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(json.dumps(data, indent=2))
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)  # a crash leaves the old manifest or the new one, never half of one
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def _naming(path: Path):
+    """An OSError from write()/flush() names no file: name `path` (disk full is then one clear line)."""
+    try:
+        yield
+    except OSError as err:
+        if err.filename is None:
+            raise OSError(err.errno, err.strerror or str(err), str(path)) from None
+        raise
+
+
+def _attempt(errors: list, path: Path, fn, *args) -> None:
+    """fn(*args); an OSError is appended to `errors` (naming `path` when it names no file) instead of raised."""
+    try:
+        with _naming(path):
+            fn(*args)
+    except OSError as err:
+        errors.append(err)
 
 
 class _Video:
     """H.264 in fragmented MP4 through the imageio-ffmpeg binary (engine.video.VideoWriter writes a plain MP4,
-    whose index is only written at close, so a killed session would leave an unplayable file)."""
+    whose index is only written at close, so a killed session would leave an unplayable file).
+
+    What a kill of both the recorder and its ffmpeg can lose is what ffmpeg holds: x264's lookahead and B-frames
+    (`-tune zerolatency`: none, each frame leaves the encoder as it arrives) and the open fragment (a fragment is
+    cut every FRAGMENT_S and flushed to the file at once). Keyframes stay 1 s apart, for seeking."""
+
+    FRAGMENT_S = 0.25
 
     def __init__(self, path: Path, fps: float, frame_size: tuple[int, int]):
         import imageio_ffmpeg
 
+        from engine.video import FFMPEG_LOG_LEVEL, encoder_process
+
+        self.path = path
         self._gen = imageio_ffmpeg.write_frames(
             str(path), tuple(frame_size), fps=fps, codec="libx264", quality=None, macro_block_size=2,
-            ffmpeg_log_level="error",
-            output_params=["-crf", "20", "-preset", "veryfast", "-g", str(max(1, round(fps))),
-                           "-movflags", "+frag_keyframe+empty_moov+default_base_moof"])
+            ffmpeg_log_level=FFMPEG_LOG_LEVEL,
+            output_params=["-crf", "20", "-preset", "veryfast", "-tune", "zerolatency", "-g", str(max(1, round(fps))),
+                           "-movflags", "+frag_keyframe+empty_moov+default_base_moof",
+                           "-frag_duration", str(int(self.FRAGMENT_S * 1e6)), "-flush_packets", "1"])
         self._gen.send(None)
+        self._process = encoder_process(self._gen)
 
     def write(self, frame_rgb: np.ndarray) -> None:
-        self._gen.send(np.ascontiguousarray(frame_rgb, dtype=np.uint8))
+        from engine.video import encoder_error
+
+        try:
+            self._gen.send(np.ascontiguousarray(frame_rgb, dtype=np.uint8))
+        except OSError as err:
+            raise encoder_error(err, self.path, self._process) from None
 
     def close(self) -> None:
+        from engine.video import check_encoder
+
         self._gen.close()
+        check_encoder(self._process, self.path)
 
 
 class SessionRecorder:
@@ -91,10 +138,11 @@ class SessionRecorder:
             return
         row = None
         if G is not None:
-            if self._vertices is None:
-                self._vertices = open(self.folder / VERTICES, "ab")
-            self._vertices.write(np.asarray(G, dtype="<f4").reshape(N_VERTICES, 3).tobytes())
-            self._vertices.flush()
+            with _naming(self.folder / VERTICES):
+                if self._vertices is None:
+                    self._vertices = open(self.folder / VERTICES, "ab")
+                self._vertices.write(np.asarray(G, dtype="<f4").reshape(N_VERTICES, 3).tobytes())
+                self._vertices.flush()
             row, self._vertex_rows = self._vertex_rows, self._vertex_rows + 1
         # z as float32 in its shortest exact text (half the size of float64 repr); H and values as float64.
         z32 = np.asarray(z, dtype=np.float32).ravel()
@@ -104,8 +152,9 @@ class SessionRecorder:
         self._line(f'{{"i": {self.count}, "z": [{z_text}], {rest[1:]}', timestamp)
 
     def _line(self, text: str, timestamp: float) -> None:
-        self._frames.write(text + "\n")
-        self._frames.flush()  # to the OS now: a killed process keeps every completed line
+        with _naming(self.folder / FRAMES):
+            self._frames.write(text + "\n")
+            self._frames.flush()  # to the OS now: a killed process keeps every completed line
         self.count += 1
         self._first_t = timestamp if self._first_t is None else self._first_t
         self._last_t = timestamp
@@ -113,24 +162,48 @@ class SessionRecorder:
             self.sync()
 
     def sync(self) -> None:
-        """Force the frame data to disk (survives a power cut, not only a crash)."""
-        for f in (self._frames, self._vertices):
-            if f is not None:
-                f.flush()
-                os.fsync(f.fileno())
+        """Force the frame data to disk (survives a power cut, not only a crash). Each file is tried; the first
+        failure (disk full) is raised after, naming its file."""
+        errors = []
+        for f, name in ((self._vertices, VERTICES), (self._frames, FRAMES)):  # rows before the lines naming them
+            if f is not None and not f.closed:
+                _attempt(errors, self.folder / name, f.flush)
+                _attempt(errors, self.folder / name, os.fsync, f.fileno())
+        try:                                       # the video as far as ffmpeg has written it
+            fd = os.open(self.folder / VIDEO, os.O_RDONLY)
+        except OSError:
+            pass
+        else:
+            try:
+                os.fsync(fd)
+            except OSError:
+                pass
+            finally:
+                os.close(fd)
         self._last_sync = self._clock()
+        if errors:
+            raise errors[0]
 
     def close(self) -> None:
+        """Finish the video, sync and close the frame files, rewrite the manifest (closed: true). Every step is
+        tried even when one fails (a dead encoder, a full disk), so the session is closed with what reached the
+        disk; then the first failure is raised, naming its file."""
         if self._frames.closed:
             return
-        self._video.close()
-        self.sync()
-        self._frames.close()
+        errors = []
+        _attempt(errors, self.folder / VIDEO, self._video.close)
+        try:
+            self.sync()
+        except OSError as err:
+            errors.append(err)
+        _attempt(errors, self.folder / FRAMES, self._frames.close)
         if self._vertices is not None:
-            self._vertices.close()
+            _attempt(errors, self.folder / VERTICES, self._vertices.close)
         duration = 0.0 if self._first_t is None else self._last_t - self._first_t
         self.manifest.update(closed=True, frames=self.count, duration_s=duration)
-        _write_json_atomic(self.folder / MANIFEST, self.manifest)
+        _attempt(errors, self.folder / MANIFEST, _write_json_atomic, self.folder / MANIFEST, self.manifest)
+        if errors:
+            raise errors[0]
 
     def __enter__(self):
         return self
@@ -159,42 +232,133 @@ class Session:
         return len(self.t)
 
 
+class SessionError(ValueError):
+    """A session folder that cannot be read back as recorded: the message names the file (and line)."""
+
+
+def _is_number(v) -> bool:
+    """A JSON number numpy can hold as float64 (not a bool; not an integer too big for a float)."""
+    if isinstance(v, bool):
+        return False
+    return isinstance(v, float) or (isinstance(v, int) and abs(v) < 1e300)
+
+
+MAX_FPS = 1000.0
+MAX_UNIX = 1e11                 # year 5138: datetime and timecodes stay in range
+MAX_SECONDS = 1e10              # |t| of a frame (s)
+
+
+def _read_manifest(path: Path) -> dict:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SessionError(f"{path}: no such file (not a session folder)") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SessionError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
+    try:
+        manifest = json.loads(text)
+    except (json.JSONDecodeError, RecursionError):
+        raise SessionError(f"{path}: not JSON") from None
+    if not isinstance(manifest, dict):
+        raise SessionError(f"{path}: not a session manifest (a JSON object), but a {type(manifest).__name__}")
+    fps = manifest.get("fps")
+    if not (_is_number(fps) and math.isfinite(fps) and 0 < fps <= MAX_FPS):
+        raise SessionError(f"{path}: fps must be a number in (0, {MAX_FPS:g}], got {fps!r}")
+    start = manifest.get("started_unix")
+    if not (_is_number(start) and math.isfinite(start) and 0 <= start < MAX_UNIX):
+        raise SessionError(f"{path}: started_unix must be seconds since 1970, got {start!r}")
+    version = manifest.get("format", FORMAT_VERSION)
+    if version != FORMAT_VERSION:
+        raise SessionError(f"{path}: session format {version!r}; this version reads format {FORMAT_VERSION}")
+    return manifest
+
+
+def _check_record(r, where: str, z_dim: int | None, vertex_rows: int, vertex_path: Path) -> None:
+    """One frames.jsonl record, as the recorder writes it; raises SessionError naming the line."""
+    if not isinstance(r, dict):
+        raise SessionError(f"{where}: not a JSON object")
+    t = r.get("t")
+    if not (_is_number(t) and math.isfinite(t) and abs(t) < MAX_SECONDS):
+        raise SessionError(f"{where}: 't' must be a time in seconds, got {t!r}")
+    found = r.get("found", True)
+    if not isinstance(found, bool):
+        raise SessionError(f"{where}: 'found' must be true or false, got {found!r}")
+    if not found:
+        return
+    for key, n in (("z", z_dim), ("H", 6)):
+        v = r.get(key)
+        if not (isinstance(v, list) and v and all(map(_is_number, v))):
+            raise SessionError(f"{where}: {key!r} must be a list of numbers, got {type(v).__name__}")
+        if n is not None and len(v) != n:
+            raise SessionError(f"{where}: {key!r} has {len(v)} values, {'earlier lines' if key == 'z' else 'need'} {n}")
+    e = r.get("e")
+    if not (isinstance(e, dict) and all(map(_is_number, e.values()))):
+        raise SessionError(f"{where}: 'e' must be an object of expression values, got {type(e).__name__}")
+    g = r.get("g")
+    if g is None:
+        return
+    if not (isinstance(g, int) and not isinstance(g, bool) and g >= 0):
+        raise SessionError(f"{where}: 'g' must be a vertex row (an integer ≥ 0) or null, got {g!r}")
+    if g >= vertex_rows:
+        held = f"holds {vertex_rows} rows" if vertex_path.exists() else "is missing"
+        raise SessionError(f"{vertex_path}: {held}, but {where} refers to row {g}")
+
+
 def load_session(folder: str | Path) -> Session:
-    """Read a session folder back; a recorder killed mid-write leaves a truncated last line, which is skipped."""
+    """Read a session folder back, trusting nothing in it: a manifest that is not a JSON object, an fps that is
+    not a positive number, a line that is not an object or lacks a key, values of the wrong type, z of varying
+    length, or a vertex row outside vertices.f32 is a SessionError (a ValueError) naming the file and line. A
+    recorder killed mid-write leaves a truncated last line, which is skipped."""
     folder = Path(folder)
-    manifest = json.loads((folder / MANIFEST).read_text())
-    records = []
-    with open(folder / FRAMES, encoding="utf-8") as f:
-        lines = f.read().split("\n")
+    if not folder.is_dir():
+        raise SessionError(f"{folder}: no such session folder")
+    manifest = _read_manifest(folder / MANIFEST)
+    frames_path, vertex_path = folder / FRAMES, folder / VERTICES
+    try:
+        with open(frames_path, encoding="utf-8") as f:
+            lines = f.read().split("\n")
+        vertex_rows = vertex_path.stat().st_size // (N_VERTICES * 3 * 4) if vertex_path.exists() else 0
+    except FileNotFoundError:
+        raise SessionError(f"{frames_path}: no such file (not a session folder)") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise SessionError(f"{frames_path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
+    records, z_dim = [], None
     for k, line in enumerate(lines):
         if not line.strip():
             continue
         try:
-            records.append(json.loads(line))
-        except json.JSONDecodeError:
+            r = json.loads(line)
+        except (json.JSONDecodeError, RecursionError):
             if any(rest.strip() for rest in lines[k + 1:]):
-                raise ValueError(f"{folder / FRAMES}: line {k + 1} is corrupt") from None
+                raise SessionError(f"{frames_path}: line {k + 1} is corrupt (not JSON)") from None
             break  # the line being written when the process died
+        _check_record(r, f"{frames_path}: line {k + 1}", z_dim, vertex_rows, vertex_path)
+        if r.get("found", True):
+            z_dim = len(r["z"])
+        else:
+            r = {"t": r["t"], "found": False}
+        records.append(r)
     found = np.array([r.get("found", True) for r in records], bool)
     for r in records:
         if not r.get("found", True):
             r.update(z=None, H=[math.nan] * 6, e={}, g=None)
     names = list(dict.fromkeys(n for r in records for n in r["e"]))
-    z_dim = next((len(r["z"]) for r in records if r["z"] is not None), 0)
+    z_dim = z_dim or 0
     G = None
-    vertex_path = folder / VERTICES
-    if vertex_path.exists() and any(r["g"] is not None for r in records):
-        raw = np.fromfile(vertex_path, dtype="<f4")
-        rows = raw[: raw.size // (N_VERTICES * 3) * N_VERTICES * 3].reshape(-1, N_VERTICES, 3)
+    if any(r["g"] is not None for r in records):
+        raw = np.fromfile(vertex_path, dtype="<f4", count=vertex_rows * N_VERTICES * 3)
+        rows = raw.reshape(-1, N_VERTICES, 3)
         G = np.full((len(records), N_VERTICES, 3), np.nan, np.float32)
         for i, r in enumerate(records):
-            if r["g"] is not None and r["g"] < len(rows):
+            if r["g"] is not None:
                 G[i] = rows[r["g"]]
+    with np.errstate(over="ignore"):           # z beyond float32's range reads as ±inf, quietly
+        z = np.array([[math.nan] * z_dim if r["z"] is None else r["z"] for r in records],
+                     np.float32).reshape(len(records), z_dim)
     return Session(
         folder=folder, manifest=manifest,
         t=np.array([r["t"] for r in records], np.float64),
-        z=np.array([[math.nan] * z_dim if r["z"] is None else r["z"] for r in records],
-                   np.float32).reshape(len(records), z_dim),
+        z=z,
         H=np.array([r["H"] for r in records], np.float64).reshape(len(records), 6),
         names=names,
         E=np.array([[r["e"].get(n, 0.0) for n in names] for r in records],
@@ -227,7 +391,9 @@ def export_obj_sequence(session: Session, folder: str | Path, triangles: np.ndar
             continue
         verts = "".join(f"v {x:.5f} {-y:.5f} {-z:.5f}\n" for x, y, z in G.astype(np.float64))
         path = folder / f"frame_{i:06d}.obj"
-        path.write_text(f"# frame {i}, t = {session.t[i]:.6f} s\n{verts}{vt}{faces}")
+        tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+        tmp.write_text(f"# frame {i}, t = {session.t[i]:.6f} s\n{verts}{vt}{faces}")
+        os.replace(tmp, path)           # each OBJ whole (an earlier export's file until this one is complete)
         written.append(path)
     return written
 
@@ -242,23 +408,28 @@ def add_parser(sub) -> None:
 
 
 def _export_cli(args) -> None:
+    from engine import options
     from engine.errors import UserError
 
     if not (args.csv or args.obj):
         raise UserError("nothing to do: give --csv FILE and/or --obj DIR")
+    if args.csv:
+        options.writable_file(args.csv, "--csv")
+    if args.obj:
+        options.writable_folder(args.obj, "--obj")
     try:
         session = load_session(args.session)
-    except (OSError, ValueError, KeyError) as err:
-        raise UserError(f"{args.session}: not a readable session ({err})") from None
+    except SessionError as err:
+        raise UserError(str(err)) from None
+    if args.obj and session.G is None:
+        raise UserError(f"{args.session}: the session recorded no vertices, so there is no mesh to write as OBJ")
     if args.csv:
-        export_csv(session, args.csv)
+        with options.atomic_path(args.csv) as tmp:       # an earlier CSV stays whole if this fails
+            export_csv(session, tmp)
         print(f"{args.csv}: {len(session)} frames")
     if args.obj:
         from export.package import SAMPLE_PACKAGE, open_package
 
         triangles, uv, _ = open_package(args.package or SAMPLE_PACKAGE).topology()
-        try:
-            written = export_obj_sequence(session, args.obj, triangles, uv)
-        except ValueError as err:
-            raise UserError(f"{args.session}: {err}") from None
+        written = export_obj_sequence(session, args.obj, triangles, uv)
         print(f"{args.obj}: {len(written)} OBJ files")

@@ -5,10 +5,20 @@
     --stream             start streaming VMC at once (--host/--port, default 127.0.0.1:39539)
     --record DIR         start recording a session folder under DIR at once
     --screenshot PNG --frames N   run N frames, save the window to PNG and quit (tests, docs)
+
+Ctrl-C, SIGTERM and SIGHUP close the window as its close button does: recording stops and the session is closed
+(`closed: true`), then the app exits 0; a second signal while closing ends it at once. Python runs signal
+handlers only between its own bytecodes, never while Qt's event loop waits in C++, so the C-level handler also
+writes to a socket (signal.set_wakeup_fd) that a QSocketNotifier watches: Qt wakes, calls into Python, and the
+handler runs at once. With no display (Linux: DISPLAY, WAYLAND_DISPLAY and QT_QPA_PLATFORM all unset) it is one
+`error:` line and exit 2, not Qt's abort.
 """
 from __future__ import annotations
 
 import argparse
+import os
+import signal
+import socket
 import sys
 from pathlib import Path
 
@@ -45,8 +55,94 @@ def parse_args(argv):
     return p.parse_args(argv)
 
 
+def no_display() -> str | None:
+    """Why Qt could not open a window here (it would abort the process), or None."""
+    if not sys.platform.startswith("linux") and not sys.platform.startswith("freebsd"):
+        return None
+    platform = os.environ.get("QT_QPA_PLATFORM", "").split(":")[0]
+    x11, wayland = bool(os.environ.get("DISPLAY")), bool(os.environ.get("WAYLAND_DISPLAY"))
+    if platform == "xcb":
+        missing = None if x11 else "DISPLAY is"
+    elif platform.startswith("wayland"):
+        missing = None if wayland else "WAYLAND_DISPLAY is"
+    elif platform:                               # offscreen, minimal, eglfs, vnc...: no display server needed
+        missing = None
+    else:
+        missing = None if x11 or wayland else "DISPLAY and WAYLAND_DISPLAY are"
+    if missing is None:
+        return None
+    return (f"no display: {missing} unset (run it in a desktop session, under `xvfb-run -a`, or with "
+            "QT_QPA_PLATFORM=offscreen)")
+
+
+CLOSE_SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
+
+
+class SignalCloser:
+    """SIGINT/SIGTERM/SIGHUP → window.close() from inside Qt's event loop (see the module notes); `received`
+    names the signal. The first signal closes cleanly; a second one while closing gets the default action.
+    Restores the previous handlers and wakeup fd on `restore()`."""
+
+    def __init__(self, window):
+        from PySide6.QtCore import QSocketNotifier
+
+        self.window, self.received = window, None
+        self._old, self._old_fd = {}, None
+        self._read, self._write = socket.socketpair()
+        for end in (self._read, self._write):
+            end.setblocking(False)
+        self._notifier = QSocketNotifier(self._read.fileno(), QSocketNotifier.Type.Read)
+        self._notifier.activated.connect(self._drain)   # entering Python here runs the pending handler
+        self._old_fd = signal.set_wakeup_fd(self._write.fileno())
+        for sig in CLOSE_SIGNALS:
+            self._old[sig] = signal.signal(sig, self._handle)
+
+    def _drain(self, *_):
+        try:
+            while self._read.recv(64):
+                pass
+        except OSError:
+            pass
+
+    def _handle(self, signum, _frame):
+        from PySide6.QtCore import QTimer
+
+        if self.received is not None:               # closing already: a second signal ends it now
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
+        self.received = signal.Signals(signum).name
+        print(f"studio: {self.received}: closing (recording stops, the session is saved)", flush=True)
+        QTimer.singleShot(0, self.window.close)
+
+    def restore(self) -> None:
+        for sig, handler in self._old.items():
+            signal.signal(sig, handler)
+        self._old = {}
+        signal.set_wakeup_fd(self._old_fd if self._old_fd is not None else -1)
+        self._notifier.setEnabled(False)
+        self._read.close()
+        self._write.close()
+
+
+def _error(text: str) -> int:
+    print(f"error: {text}", file=sys.stderr)
+    return 2
+
+
 def main(argv=None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
+    from engine.errors import UserError
+
+    try:
+        if args.record:
+            options.writable_folder(args.record, "--record")
+        if args.screenshot:
+            options.writable_file(args.screenshot, "--screenshot")
+    except UserError as err:
+        return _error(str(err))
+    if why := no_display():
+        return _error(f"facetrack studio: {why}")
     from PySide6.QtWidgets import QApplication  # late: `--help` works without a display
 
     from app.main_window import MainWindow, open_package
@@ -83,7 +179,16 @@ def main(argv=None) -> int:
 
         window.after_frames(args.frames, lambda: QTimer.singleShot(300, shoot))  # let the plots/GL catch up
         QTimer.singleShot(SCREENSHOT_TIMEOUT_S * 1000, lambda: shoot(1))
-    app.exec()
+    import threading
+
+    closer = SignalCloser(window) if threading.current_thread() is threading.main_thread() else None
+    try:
+        app.exec()
+    finally:
+        if closer is not None:
+            closer.restore()
+    if closer is not None and closer.received:
+        print(f"studio: {closer.received}: closed cleanly", flush=True)
     return status["code"]
 
 

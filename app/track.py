@@ -17,7 +17,6 @@ most TEXTURE_HZ times per second of video, so geometry never waits for it.
 """
 from __future__ import annotations
 
-import json
 import os
 import signal
 import threading
@@ -181,31 +180,25 @@ def release_output(out: Path) -> None:
 
 
 class _Stop:
-    """SIGTERM/SIGHUP → KeyboardInterrupt in the main thread (as SIGINT), so every way of ending a run closes the
-    session the same way; the previous handlers come back at exit."""
+    """SIGINT, SIGTERM and SIGHUP ask the run to stop at the next frame boundary (`requested` names the signal),
+    so a frame is never half written: its video frame and its session line go together. The previous handlers come
+    back at exit."""
 
-    SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
+    SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
 
     def __enter__(self):
-        self._old = {}
+        self._old, self.requested = {}, None
         if threading.current_thread() is threading.main_thread():
             for sig in self.SIGNALS:
-                self._old[sig] = signal.signal(sig, self._raise)
+                self._old[sig] = signal.signal(sig, self._note)
         return self
 
-    @staticmethod
-    def _raise(signum, _frame):
-        raise KeyboardInterrupt(signal.Signals(signum).name)
+    def _note(self, signum, _frame):
+        self.requested = signal.Signals(signum).name
 
     def __exit__(self, *exc):
         for sig, handler in self._old.items():
             signal.signal(sig, handler)
-
-
-def _write_json(path: Path, data: dict) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2))
-    os.replace(tmp, path)              # whole or absent, never half a report
 
 
 def track(package: str | Path, source: str, out: str | Path, backend: str = "auto",
@@ -245,8 +238,8 @@ def track(package: str | Path, source: str, out: str | Path, backend: str = "aut
     found, last_texture, recorder, index = 0, -every, None, 0
     start = time.perf_counter()
     try:
-        with _Stop(), video.VideoWriter(out / "overlay.mp4", src.fps) as overlay:
-            while max_frames is None or index < max_frames:
+        with _Stop() as stop, video.VideoWriter(out / "overlay.mp4", src.fps) as overlay:
+            while (max_frames is None or index < max_frames) and not stop.requested:
                 t0 = time.perf_counter()
                 image = next(src.frames, None)
                 if image is None:
@@ -275,20 +268,25 @@ def track(package: str | Path, source: str, out: str | Path, backend: str = "aut
                 overlay.write(image if not item.found else draw_mesh(image, item.points, edges))
                 stages["record"].append(1000 * (t3 - t2))
                 stages["overlay"].append(1000 * (time.perf_counter() - t3))
-    except KeyboardInterrupt as why:      # Ctrl-C, SIGTERM or SIGHUP: keep what was tracked
-        src.ended = src.ended or f"{src.name}: {str(why) or 'SIGINT'} after {index} frames; session saved"
+            if stop.requested:            # Ctrl-C, SIGTERM or SIGHUP: keep what was tracked
+                src.ended = src.ended or f"{src.name}: {stop.requested} after {index} frames; session saved"
+    except KeyboardInterrupt:             # Ctrl-C when run off the main thread (no handler installed there)
+        src.ended = src.ended or f"{src.name}: SIGINT after {index} frames; session saved"
     finally:
-        worker.close()
-        if recorder is not None:
-            recorder.close()
-        if sender is not None:
-            sender.close()
-        release_output(out)
+        try:
+            worker.close()
+            if recorder is not None:
+                recorder.close()
+        finally:                           # a full disk while closing must not leave this run's lock behind
+            if sender is not None:
+                sender.close()
+            release_output(out)
     seconds = time.perf_counter() - start
     if index == 0:
         raise UserError(f"{src.name}: no frames to track")
     if worker.latest is not None:
-        cv2.imwrite(str(out / "texture.png"), cv2.cvtColor(worker.latest, cv2.COLOR_RGB2BGR))
+        options.write_bytes(out / "texture.png",
+                            cv2.imencode(".png", cv2.cvtColor(worker.latest, cv2.COLOR_RGB2BGR))[1].tobytes())
     report = {
         "package": str(tracker.package.path), "source": src.name, "fps_source": src.fps,
         "frames": index, "frames_found": found, "smoothing": smoothing, "stream": stream,
@@ -299,7 +297,7 @@ def track(package: str | Path, source: str, out: str | Path, backend: str = "aut
                     "ms": _median(worker.ms), "decoded_per_100_frames": round(100 * len(worker.frames) / index, 2)},
         "seconds": round(seconds, 3), "ended": src.ended,
     }
-    _write_json(out / "report.json", report)
+    options.write_json(out / "report.json", report)       # whole or absent, never half a report
     if src.ended:
         print(src.ended)
     if found == 0:

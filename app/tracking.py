@@ -105,21 +105,24 @@ class TrackWorker(Worker):
         else:
             item.points = np.asarray(result.points)
         item.G, item.H = G, H
+        eyes = getattr(result, "eyes", None)   # iris-model eyelids and gaze, when the package has the iris graph
         if self._calibrate:
             self._calibrate = False
-            self.estimator.calibrate(G)
+            self.estimator.calibrate(G, eyes)
             if self.sender is not None:
                 self.sender.calibrate(H)
             self.say("neutral face calibrated")
         recorded = getattr(result, "expressions", None)
-        item.expressions = recorded if recorded is not None else self.estimator(G)
+        item.expressions = recorded if recorded is not None else self.estimator(G, eyes=eyes)
+        # per eye (yaw, pitch) for the sender's eye bones; an attribute beside Tracked's fields (None without eyes)
+        item.gaze = self.estimator.last_gaze if recorded is None and eyes is not None else None
         stages["smooth+expr"] = (self._clock() - t) * 1e3
         self._outputs(item, stages)
 
     def _outputs(self, item: Tracked, stages: dict) -> None:
         if (sender := self.sender) is not None:
             t = self._clock()
-            sender.send(item.H, item.expressions)
+            sender.send(item.H, item.expressions, gaze=getattr(item, "gaze", None))
             stages["stream"] = (self._clock() - t) * 1e3
         if (recorder := self.recorder) is not None and not item.frame.replayed:
             recorder.put(item)

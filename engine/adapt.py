@@ -139,7 +139,7 @@ def adapt(run: str | Path, video_path: str | Path, out: str | Path, active=LOSSE
         "colour_matrix": model.colour.matrix.detach().tolist(), "colour_bias": model.colour.conv.bias.detach().tolist(),
     }
     (out / "adapt").mkdir(parents=True, exist_ok=True)
-    (out / "adapt" / "report.json").write_text(json.dumps(report, indent=2))
+    options.write_json(out / "adapt" / "report.json", report)
     np.savez(out / "adapt" / "history.npz", **{k: np.asarray(v) for k, v in history.items()})
     plot(history, before, after, out / "adapt" / "report.png")
     return report

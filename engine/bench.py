@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from engine import canonical, options, pose, unwrap, video
+from engine.errors import UserError
 from engine.teacher import LANDMARK_SIZE, Teacher, TeacherModel
 from engine.tracking import FaceLoop
 
@@ -60,6 +61,8 @@ def bench(source: str | Path, frames: int = 200) -> dict:
         stages["tracker_step"].append(dt)
         if found is not None:
             samples.append((frame, found))
+    if not samples:
+        raise UserError(f"{source}: no face found in any of {len(stages['decode'])} frames; nothing to time")
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         det_sess = _onnx_session(teacher.detector, 128, Path(tmp))
         lm_sess = _onnx_session(teacher.landmarker, LANDMARK_SIZE, Path(tmp))
@@ -121,5 +124,5 @@ def add_parser(sub) -> None:
 def _run(args) -> None:
     result = bench(args.video, args.frames)
     args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2))
+    options.write_json(args.json, result)
     print(json.dumps(result["stages"]), f"mediapipe {result['mediapipe_ms']} ms, ratio {result['ratio']}")

@@ -7,7 +7,6 @@ Writes RUN/enrollment/*.npy (plain arrays, loaded without pickle), RUN/report.js
 """
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
@@ -16,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine import pose, unwrap, video
+from engine import options, pose, unwrap, video
 from engine.errors import UserError
 from engine.run import Run
 from engine.teacher import TeacherModel
@@ -100,7 +99,7 @@ def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, m
     folder.mkdir(parents=True, exist_ok=True)
     dtypes = {"crops": np.uint8, "textures": np.uint8, "weights": np.uint8, "source": np.int32}
     for key, values in store.items():
-        np.save(folder / f"{key}.npy", np.asarray(values, dtype=dtypes.get(key, np.float32)))
+        options.save_npy(folder / f"{key}.npy", np.asarray(values, dtype=dtypes.get(key, np.float32)))
 
     weights = np.asarray(store["weights"], np.float32)[..., None] / 255
     mean_texture = (np.asarray(store["textures"], np.float32) * weights).sum(0) / np.maximum(weights.sum(0), 1e-6)
@@ -123,7 +122,7 @@ def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, m
         "mean_visible_texels": float((weights > 0).mean()),
         "pose_range_deg": {"pitch": _range(angles[:, 0]), "yaw": _range(angles[:, 1]), "roll": _range(angles[:, 2])},
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    options.write_json(out / "report.json", report)
     return report
 
 

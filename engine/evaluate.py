@@ -16,9 +16,7 @@ frame) over the face's motion per frame.
 """
 from __future__ import annotations
 
-import json
 import math
-import os
 import sys
 import time
 from contextlib import contextmanager
@@ -87,6 +85,7 @@ class Track:
     H: list = field(default_factory=list)
     ms: list = field(default_factory=list)
     expressions: list = field(default_factory=list)     # the tracker's own ARKit values per frame, or None
+    eyes: list = field(default_factory=list)            # FaceResult.eyes per frame (iris graph), or None
 
     @classmethod
     def start(cls, loop: FaceLoop, scored: dict) -> "Track":
@@ -101,6 +100,7 @@ class Track:
         self.points.append(np.full((468, 2), np.nan) if r is None else r.points)
         self.H.append(np.full(6, np.nan) if r is None or r.H is None else r.H)
         self.expressions.append(None if r is None else r.expressions)
+        self.eyes.append(None if r is None else getattr(r, "eyes", None))
 
 
 def _load_gt(path: str | Path) -> dict:
@@ -215,11 +215,12 @@ def _smooth(P: np.ndarray, rate: float) -> np.ndarray:
     return out
 
 
-def arkit_series(G: np.ndarray, own: list) -> dict[str, np.ndarray]:
+def arkit_series(G: np.ndarray, own: list, eyes: list | None = None) -> dict[str, np.ndarray]:
     """ARKit values per frame {name: [T]} (NaN where lost): the tracker's own where it gives them (Face
     Landmarker's blendshapes), else export.expressions (what the studio streams) on G, calibrated on the clip's
     median face (the same rule for every tracker: a performer calibrates on a resting face; expressions are rare
-    enough that the median is one)."""
+    enough that the median is one). `eyes` (Track.eyes): frames with the iris model's eyes read blinks and gaze from
+    it, its neutral the clip's median eyes by the same rule."""
     T = len(G)
     found = np.isfinite(G).all((1, 2))
     if any(e is not None for e in own):
@@ -228,7 +229,12 @@ def arkit_series(G: np.ndarray, own: list) -> dict[str, np.ndarray]:
     estimator = ExpressionEstimator()
     if found.any():
         estimator.calibrate(np.median(G[found], 0))
-    values = [estimator(G[t]) if found[t] else None for t in range(T)]
+    eyes = eyes if eyes is not None else [None] * T
+    seen = [e for e in eyes if e is not None]
+    if seen:
+        estimator.calibrate_eyes({s: np.median([e[s]["aperture"] for e in seen]) for s in ("left", "right")},
+                                 {s: tuple(np.median([e[s]["offset"] for e in seen], 0)) for s in ("left", "right")})
+    values = [estimator(G[t], eyes=eyes[t]) if found[t] else None for t in range(T)]
     names = next((v for v in values if v is not None), {}).keys()
     return {n: np.array([np.nan if v is None else v[n] for v in values]) for n in names}
 
@@ -287,7 +293,7 @@ def score(track: Track, dlib: np.ndarray, gt: dict | None, smooth: bool, rate: f
             if len(posed):
                 r["pose_error_deg"] = metrics.pose_error_deg(H[posed], gt["H"][posed])["mean"]
         if "expr" in gt:
-            arkit = {k: v[:m] for k, v in arkit_series(G, track.expressions).items()}
+            arkit = {k: v[:m] for k, v in arkit_series(G, track.expressions, track.eyes).items()}
             truth = {k: v[:m] for k, v in gt["expr"].items() if k in metrics.GT_TO_ARKIT}
             r["expression_r"] = metrics.expression_r(metrics.gt_channels(arkit), truth)
     return r
@@ -372,32 +378,22 @@ def plot(result: dict, path: str | Path) -> None:
         a.legend(fontsize=7, loc="upper right")
         a.grid(alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path)
+    fig.savefig(path, format="png")
     plt.close(fig)
 
 
 def check_output(out: str | Path) -> Path:
     """OUT must be writable before the run starts (a long evaluation must not fail at its last step)."""
-    out = Path(out)
-    if out.is_dir():
-        raise UserError(f"{out}: is a folder; --json needs a file name")
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise UserError(f"{out.parent}: cannot create the output folder ({err.strerror})") from None
-    if not os.access(out.parent, os.W_OK):
-        raise UserError(f"{out.parent}: not writable")
-    return out
+    return options.writable_file(out, "--json")
 
 
 def write(result: dict, out: str | Path) -> tuple[Path, Path]:
-    """OUT (JSON, written atomically) and its `.png` twin."""
+    """OUT (JSON) and its `.png` twin, each written atomically (an earlier OUT stays whole if this fails)."""
     out = check_output(out)
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_text(json.dumps(_json_safe(result), indent=2))
-    os.replace(tmp, out)
+    options.write_json(out, _json_safe(result))
     png = out.with_suffix(".png")
-    plot(result, png)
+    with options.atomic_path(png) as tmp:
+        plot(result, tmp)
     return out, png
 
 
@@ -425,6 +421,8 @@ def _run(args) -> None:
     result = evaluate(args.model, args.video, gt=args.gt, baseline=args.baseline, smooth=args.smooth,
                       max_frames=args.max_frames, threads=args.threads, start=args.start, stop=args.stop,
                       backend=args.backend)
+    if result["frames_lost"] == result["frames"]:    # nothing to score: exit 2 (README), keep any earlier OUT
+        raise UserError(f"{result['video']}: {result['model']} found no face in any of {result['frames']} frames")
     out, png = write(result, args.json)
     print(_fmt(result))
     if result["baseline"]:

@@ -12,8 +12,14 @@ mean, unit variance over C×H×W, then a learned per-channel affine) — and con
 conv to C/4, 3×3 conv to C/16) shrinks u_l, which is flattened and mapped to p_l^z and p_l^h. The levels' p's
 are concatenated and regressed to z and H by two FC layers each.
 
-Outputs start sane: z = z̄ + σ_z ⊙ ẑ, f = f̄·exp(a), (rx, ry, rz) = r̄ + r, t = t̄ + 128·b, with the enrollment
-statistics (z̄, σ_z, f̄, r̄, t̄) stored as buffers and the last FC layers initialised small. H is in 256-crop
+z skip path (config "z_skip", on whenever the teacher stream is): z = W·φ(K) + b + σ_z ⊙ ẑ, where K are the frozen
+teacher's own 468 landmarks, φ removes their translation, scale and rotation (centre, divide by the RMS radius,
+orthogonal Procrustes onto the canonical shape by Newton–Schulz polar iterations: matmuls only, so it exports to
+ONNX), and (W, b) is a ridge regression to z_gt fitted in closed form on the enrollment (train_i2z.fit_skip), stored
+as buffers. The z head's last layer starts at zero, so an untrained network already outputs "the teacher projected
+onto the person's DAM" and training only learns a residual. Without it: z = z̄ + σ_z ⊙ ẑ.
+Outputs start sane: f = f̄·exp(a), (rx, ry, rz) = r̄ + r, t = t̄ + 128·b, with the enrollment statistics
+(z̄, σ_z, f̄, r̄, t̄) stored as buffers and the last FC layers initialised small. H is in 256-crop
 pixels (engine.pose conventions: x = f·Π·R·X + t, pixel-index coordinates).
 
 Ablations (paper Table 2 shape): streams "pixel" | "teacher" | "both", multi_level (48..6) or the deepest level only.
@@ -59,7 +65,7 @@ class Output(NamedTuple):
 
 
 def default_config(**overrides) -> dict:
-    cfg = {"streams": "both", "multi_level": True, "width": 512, "pixel_channels": 32, "z_dim": 128}
+    cfg = {"streams": "both", "multi_level": True, "width": 512, "pixel_channels": 32, "z_dim": 128, "z_skip": True}
     cfg.update(overrides)
     if cfg["streams"] not in STREAMS:
         raise UserError(f"streams must be one of {', '.join(STREAMS)} (got {cfg['streams']!r})")
@@ -128,12 +134,29 @@ class LevelHead(nn.Module):
         return F.relu(self.p_z(flat)), F.relu(self.p_h(flat))
 
 
-def _regressor(n_in: int, width: int, n_out: int) -> nn.Sequential:
+def _regressor(n_in: int, width: int, n_out: int, gain: float = 0.1) -> nn.Sequential:
     last = nn.Linear(width, n_out)
     with torch.no_grad():
-        last.weight.mul_(0.1)
+        last.weight.mul_(gain)
         last.bias.zero_()
     return nn.Sequential(nn.Linear(n_in, width), nn.ReLU(inplace=True), last)
+
+
+SKIP_POLAR_ITERS = 10     # Newton–Schulz steps for the 3×3 polar factor: float32-exact from 8 on (σ_min/σ_max ≥ 0.24 on faces)
+
+
+def landmark_features(landmarks: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
+    """The z skip path's input: teacher landmarks [B,468,3] (any px units) → [B,468·3], with translation, scale
+    and rotation removed: centred, divided by their RMS radius, then rotated onto `reference` [468,3] (centred,
+    unit RMS) by the orthogonal Procrustes rotation. The rotation is the polar factor of the 3×3 cross-covariance,
+    computed by Newton–Schulz iterations (matmuls only, so it exports to ONNX; no SVD)."""
+    y = landmarks - landmarks.mean(1, keepdim=True)
+    y = y / y.square().sum(-1).mean(-1).sqrt().clamp_min(1e-6)[:, None, None]
+    m = y.transpose(1, 2) @ reference                                    # [B,3,3]: svd = U S Vᵀ, R = U Vᵀ
+    x = m / m.square().sum((1, 2)).sqrt().clamp_min(1e-12)[:, None, None]
+    for _ in range(SKIP_POLAR_ITERS):
+        x = 1.5 * x - 0.5 * x @ x.transpose(1, 2) @ x
+    return (y @ x).flatten(1)
 
 
 class I2ZNet(nn.Module):
@@ -162,8 +185,16 @@ class I2ZNet(nn.Module):
             heads.append(LevelHead(chans, size, cfg["width"]))
         self.level_heads = nn.ModuleList(heads)
         n = cfg["width"] * len(self.levels)
-        self.z_head = _regressor(n, cfg["width"], cfg["z_dim"])
+        self.z_skip = bool(cfg["z_skip"]) and self.use_teacher
+        # With the skip path the z head learns a residual over it, starting at exactly zero.
+        self.z_head = _regressor(n, cfg["width"], cfg["z_dim"], gain=0.0 if self.z_skip else 0.1)
         self.h_head = _regressor(n, cfg["width"], 6)
+        if self.z_skip:
+            # z skip path (set_skip fills it): a fixed linear map from the pose-normalised teacher landmarks to z,
+            # fitted in closed form (ridge) on the enrollment: "the teacher projected onto the person's DAM".
+            self.register_buffer("skip_reference", torch.zeros(468, 3))
+            self.register_buffer("skip_weight", torch.zeros(cfg["z_dim"], 468 * 3))
+            self.register_buffer("skip_bias", torch.zeros(cfg["z_dim"]))
         # Enrollment statistics the outputs are parameterised around (set_statistics fills them).
         self.register_buffer("z_mean", torch.zeros(cfg["z_dim"]))
         self.register_buffer("z_std", torch.ones(cfg["z_dim"]))
@@ -182,6 +213,22 @@ class I2ZNet(nn.Module):
             self.f_mean.fill_(float(np.exp(np.log(H[:, 0]).mean())))
             self.angle_mean.copy_(torch.from_numpy(H[:, 1:4].mean(0)))
             self.t_mean.copy_(torch.from_numpy(H[:, 4:6].mean(0)))
+
+    def set_skip(self, reference: np.ndarray, weight: np.ndarray, bias: np.ndarray) -> None:
+        """The z skip path: z_skip = weight · landmark_features(landmarks, reference) + bias (see fit_skip)."""
+        with torch.no_grad():
+            self.skip_reference.copy_(torch.as_tensor(np.asarray(reference), dtype=torch.float32))
+            self.skip_weight.copy_(torch.as_tensor(np.asarray(weight), dtype=torch.float32))
+            self.skip_bias.copy_(torch.as_tensor(np.asarray(bias), dtype=torch.float32))
+
+    def skip_features(self, landmarks: torch.Tensor) -> torch.Tensor:
+        return landmark_features(landmarks.float(), self.skip_reference)
+
+    def z_base(self, teacher: TeacherOut | None) -> torch.Tensor:
+        """What the z head's residual is added to: the skip path's z, or z̄ without one."""
+        if self.z_skip:
+            return F.linear(self.skip_features(teacher.landmarks), self.skip_weight, self.skip_bias)
+        return self.z_mean
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -224,7 +271,7 @@ class I2ZNet(nn.Module):
             for i, size in enumerate(self.levels):
                 maps[i].append(pix[LEVELS.index(size)])
         pz, ph = zip(*(head(m) for head, m in zip(self.level_heads, maps)))
-        z = self.z_mean + self.z_std * self.z_head(torch.cat(pz, 1))
+        z = self.z_base(teacher) + self.z_std * self.z_head(torch.cat(pz, 1))
         h = self.h_head(torch.cat(ph, 1))
         H = torch.cat([self.f_mean * torch.exp(h[:, :1]), self.angle_mean + h[:, 1:4],
                        self.t_mean + (CROP_SIZE / 2) * h[:, 4:6]], 1)
@@ -250,8 +297,9 @@ def save(model: I2ZNet, folder: str | Path) -> Path:
 
 def load(folder: str | Path, device: str | torch.device = "cpu") -> I2ZNet:
     """The I2ZNet saved in `folder` (eval mode). Missing or corrupt files → UserError naming the file."""
-    return load_model(folder, I2ZNet, "I2ZNet", "train it with `facetrack train-i2z RUN`", skip="teacher.",
-                      device=device)
+    # Configs written before the z skip path existed have no "z_skip": they are models without it.
+    return load_model(folder, lambda cfg: I2ZNet({"z_skip": False, **cfg}), "I2ZNet",
+                      "train it with `facetrack train-i2z RUN`", skip="teacher.", device=device)
 
 
 # ---------------------------------------------------------------------- tracking
@@ -274,9 +322,18 @@ class RunModel:
         self.dam = dam.load(run.dam).to(self.device)
         self.detector = FaceDetector().to(self.device)
         self.backend = f"torch {torch.__version__} ({self.device.type})"
+        self._iris = None
 
     def detect(self, frame_rgb: np.ndarray):
         return self.detector.detect(frame_rgb)
+
+    def eyes(self, frame_rgb: np.ndarray, points: np.ndarray) -> dict:
+        """Eyelids and gaze as a package with iris.onnx gives them (engine.iris, the same graph in torch)."""
+        if self._iris is None:
+            from engine.iris import IrisTracker
+
+            self._iris = IrisTracker(self.device)
+        return self._iris.eyes(frame_rgb, points)
 
     @torch.no_grad()
     def __call__(self, crop_rgb: np.ndarray):
@@ -288,4 +345,5 @@ class RunModel:
         G = self.dam.decode_geometry(out.z)
         points = pose.project(G, out.H)[0].cpu().numpy().astype(np.float64)
         return CropOutput(points=points, presence=float(out.presence[0]), G=G[0].cpu().numpy().astype(np.float64),
-                          H=out.H[0].cpu().numpy().astype(np.float64), z=out.z[0].cpu().numpy())
+                          H=out.H[0].cpu().numpy().astype(np.float64), z=out.z[0].cpu().numpy(),
+                          landmarks=out.landmarks[0, :, :2].cpu().numpy().astype(np.float64))

@@ -7,6 +7,8 @@ JPEG). Everything is a function of the seed.
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 from dataclasses import dataclass
 from functools import lru_cache
@@ -16,7 +18,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from engine import expressions, pose
+from engine import expressions, options, pose
 from engine.errors import UserError
 from engine.render import Lighting
 
@@ -198,15 +200,22 @@ def write_clip(out: str | Path, frames: int, domain: str, seed: int, size: tuple
     backdrop = background(rng, size, dom.clutter)
     gains = 1.0 + rng.uniform(-dom.white_balance, dom.white_balance, 3).astype(np.float32)
     topo = topology()
-    with OffscreenRenderer(*size) as renderer, VideoWriter(out / "video.mp4", FPS) as video:
-        renderer.set_mesh(np.concatenate([topo.triangles, topo.holes]), topo.uv)   # closed: eyes and mouth
-        renderer.set_texture(texture)
-        for t in tqdm(range(frames), desc=f"synth {domain}", unit="frame", disable=None):
-            vertices = pose.transform(G[t].astype(np.float64), H[t]).astype(np.float32)
-            frame = renderer.render(vertices, dom.light, backdrop)
-            video.write(camera_effects(rng, frame, dom, gains))
-    np.savez_compressed(out / "gt.npz", G=G.astype(np.float32), H=H.astype(np.float32), expr=expr,
-                        expr_names=np.array(expressions.NAMES), image_size=np.array(size))
-    (out / "meta.json").write_text(json.dumps({"domain": domain, "seed": seed, "frames": frames, "fps": FPS,
-                                               "size": list(size), "H_units": "frame pixels"}, indent=2))
+    # The three outputs are written to temp files and renamed into place together at the end: a failed run (disk
+    # full, Ctrl-C) leaves an earlier clip in OUT whole, never a truncated video beside another clip's truth.
+    with contextlib.ExitStack() as outputs:
+        tmp_video, tmp_gt, tmp_meta = (outputs.enter_context(options.atomic_path(out / name))
+                                       for name in ("video.mp4", "gt.npz", "meta.json"))
+        with OffscreenRenderer(*size) as renderer, VideoWriter(tmp_video, FPS) as video:
+            renderer.set_mesh(np.concatenate([topo.triangles, topo.holes]), topo.uv)   # closed: eyes and mouth
+            renderer.set_texture(texture)
+            for t in tqdm(range(frames), desc=f"synth {domain}", unit="frame", disable=None):
+                vertices = pose.transform(G[t].astype(np.float64), H[t]).astype(np.float32)
+                frame = renderer.render(vertices, dom.light, backdrop)
+                video.write(camera_effects(rng, frame, dom, gains))
+        gt = io.BytesIO()
+        np.savez_compressed(gt, G=G.astype(np.float32), H=H.astype(np.float32), expr=expr,
+                            expr_names=np.array(expressions.NAMES), image_size=np.array(size))
+        options.write_file(tmp_gt, gt.getvalue())
+        options.write_file(tmp_meta, json.dumps({"domain": domain, "seed": seed, "frames": frames, "fps": FPS,
+                                                 "size": list(size), "H_units": "frame pixels"}, indent=2).encode())
     return out

@@ -49,7 +49,7 @@ class CropOutput:
     G: np.ndarray                    # [468, 3] canonical head frame, cm (rigid motion removed)
     H: np.ndarray                    # [6] pose (f, rx, ry, rz, tx, ty) in crop pixels
     z: np.ndarray | None = None      # [128] DAM latent, for models that have one
-    landmarks: np.ndarray | None = None   # [468, 3] the teacher's raw landmarks in crop pixels, when it ran
+    landmarks: np.ndarray | None = None   # [468, 2|3] the teacher's landmarks in crop pixels, when it ran
 
 
 @dataclass
@@ -63,9 +63,11 @@ class FaceResult:
     stages_ms: dict = field(default_factory=dict)   # detect, crop, tracker (model) in ms
     crop: Crop | None = None         # the crop the model saw
     H_crop: np.ndarray | None = None # H in the crop's pixels (what the model output)
-    landmarks: np.ndarray | None = None   # [468, 3] teacher landmarks in crop pixels (enrollment)
+    landmarks: np.ndarray | None = None   # [468, 2|3] teacher landmarks in crop pixels (enrollment, eye crops)
     image: np.ndarray | None = None  # the crop image the model saw (enrollment keeps it)
     expressions: dict | None = None  # ARKit values the tracker supplies itself (a replayed session, Face Landmarker)
+    eyes: dict | None = None         # {"left"|"right": aperture, gaze (yaw, pitch) rad, contour [71,2], iris [5,2]}
+                                     # from a model with an iris graph (engine.eyes.eye_results), else None
 
 
 class CropModel(Protocol):
@@ -129,7 +131,7 @@ class FaceLoop:
             result = self._run(frame, self._crop, stages)
             if result is not None:
                 self._crop = crop_from_landmarks(result.points)
-                return result
+                return self._eyes(frame, result)
         t0 = time.perf_counter()
         faces = self.model.detect(frame)
         stages["detect"] = 1000 * (time.perf_counter() - t0)
@@ -141,9 +143,10 @@ class FaceLoop:
         result = self._run(frame, crop_from_detection(largest(faces)), stages)
         if result is not None and self.options.recrop:
             result = self._run(frame, crop_from_landmarks(result.points), stages) or result
-        if result is not None:
-            self._crop = crop_from_landmarks(result.points)
-        return result
+        if result is None:
+            return None
+        self._crop = crop_from_landmarks(result.points)
+        return self._eyes(frame, result)
 
     def _run(self, frame: np.ndarray, crop: Crop, stages: dict) -> FaceResult | None:
         size = self.model.crop_size
@@ -160,3 +163,17 @@ class FaceLoop:
         return FaceResult(G=out.G, points=crop.to_frame(out.points, size), H=frame_pose(H_crop, crop, size),
                           z=out.z, presence=float(out.presence), stages_ms=stages, crop=crop, H_crop=H_crop,
                           landmarks=out.landmarks, image=image)
+
+    def _eyes(self, frame: np.ndarray, result: FaceResult) -> FaceResult:
+        """Eyelids and gaze for the frame's final result (once, not per re-crop), from a model with an iris graph:
+        two 64² eye crops placed by the teacher's landmarks where the model has them (accurate on any face, as
+        MediaPipe places its iris crops), else by the mesh's points."""
+        if not hasattr(self.model, "eyes"):
+            return result
+        t0 = time.perf_counter()
+        where = result.points if result.landmarks is None else result.crop.to_frame(result.landmarks,
+                                                                                      self.model.crop_size)
+        result.eyes = self.model.eyes(frame, where)
+        if result.eyes is not None:
+            result.stages_ms["eyes"] = 1000 * (time.perf_counter() - t0)
+        return result

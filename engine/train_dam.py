@@ -20,7 +20,6 @@ Loss per batch:  λ_G·L_G + λ_T·L_T + λ_KL·KL
 from __future__ import annotations
 
 import csv
-import json
 import math
 import time
 from pathlib import Path
@@ -31,7 +30,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from engine import dam as dam_module
-from engine import pose
+from engine import options, pose
 from engine import run as run_layout
 from engine.errors import UserError
 
@@ -195,7 +194,7 @@ def train_dam(run_dir: str | Path, profile: str | dict = "tiny", steps: int | No
     out = run_layout.Run(run_dir).dam
     dam_module.save(dam, out)
     latents = encode_all(dam, batches, torch.arange(n, device=device)).cpu().numpy().astype(np.float32)
-    np.save(out / run_layout.LATENTS, latents)
+    options.save_npy(out / run_layout.LATENTS, latents)
     with open(out / "log.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(log[0]))
         writer.writeheader()
@@ -217,7 +216,7 @@ def train_dam(run_dir: str | Path, profile: str | dict = "tiny", steps: int | No
         "latent_std": float(latents.std(0).mean()),
         "config": config,
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    options.write_json(out / "report.json", report)
     figure(dam, batches, held, log, held_log, out / "report.png")
     return report
 
@@ -305,6 +304,6 @@ def add_parser(subparsers) -> None:
     p.add_argument("run_dir", metavar="RUN", type=Path, help="run folder holding enrollment/ (from `facetrack enroll`)")
     p.add_argument("--profile", choices=tuple(PROFILES), default="tiny",
                    help="tiny: 64² texture, minutes on a CPU; full: 256² texture, for a GPU")
-    p.add_argument("--steps", type=int, default=None, help="override the profile's number of steps")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--steps", type=options.count(1, 1_000_000), default=None, help="override the profile's number of steps")
+    p.add_argument("--seed", type=options.count(0, 2**31 - 1), default=0)
     p.set_defaults(run=_run)

@@ -5,7 +5,14 @@
     L_H    = (1/K) Σ_k ‖Π·H_I·K^k(G_I) − K_gt^k‖², G_I = D.decode_geometry(z_I), D frozen;
              in units of the crop size (pixels / 256)², so √L_H·256 is an RMS error in crop pixels   (Eq. 3)
     L_view = ‖z_{I_v} − z_{I_w}‖² (per dim) between two views of the same instant           (Eq. 4)
-λ_z = 1, λ_H = 1000 (a 2-px landmark error then weighs 0.06, comparable to a 0.25σ latent error), λ_view = 1.
+    L_G    = ‖D(z_I) − D(z_gt)‖², mean over vertices (cm²), eyelids, lips and brows weighted ×5 (not in the paper:
+             a latent error costs what it does to the face, so a frozen mouth is not cheap)
+λ_z = 1, λ_H = 1000 (a 2-px landmark error then weighs 0.06, comparable to a 0.25σ latent error), λ_view = 1,
+λ_G = 100 (a 0.03 cm error on the weighted vertices weighs ~0.1).
+
+z skip path (engine.i2znet): before training, a ridge regression from the teacher's pose-normalised landmarks to
+z_gt is fitted in closed form on the clean training crops plus the pool (augmented crops and rendered views, whose
+landmarks are cached anyway), λ chosen on the held-out frames (clean and augmented); the z head learns a residual.
 
 Data. z_gt: the DAM's μ per enrollment frame (RUN/dam/latents.npy); K_gt: the teacher's 2D landmarks (crop px).
 A monocular enrollment has one real view per instant, so the second view is *rendered*: the DAM decodes
@@ -19,7 +26,6 @@ Every 10th enrollment frame (5, 15, 25, …: the DAM's held-out frames) is held 
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from pathlib import Path
@@ -31,15 +37,18 @@ from tqdm import tqdm
 
 from engine import i2znet, metrics, pose
 from engine import losses as paper
+from engine import options
 from engine import run as run_layout
 from engine.errors import UserError
 from engine.i2znet import CROP_SIZE, I2ZNet, TeacherOut
 from engine.train_dam import HELD_OUT_EVERY, HELD_OUT_OFFSET  # the same frames the DAM never saw
 
-LAMBDA = {"z": 1.0, "H": 1000.0, "view": 1.0}
+LAMBDA = {"z": 1.0, "H": 1000.0, "view": 1.0, "G": 100.0}
+# L_G's vertex weights: the regions the expressions live in count this much more than the rest of the face.
+EXPRESSIVE_WEIGHT = 5.0
 PROFILES = {
-    # a few minutes on 2 CPU cores
-    "tiny": {"steps": 400, "batch": 12, "width": 64, "pixel_channels": 8, "lr": 1e-3,
+    # a few minutes on 2 CPU cores (~0.1 s a step: the teacher stream is cached, only the heads and pixel stream run)
+    "tiny": {"steps": 2000, "batch": 12, "width": 64, "pixel_channels": 8, "lr": 1e-3,
              "real_per_frame": 2, "views_per_frame": 1, "refresh_every": 0},
     # a GPU: paper-sized heads (p_l ∈ R^512), a fresh pool every 2000 steps
     "full": {"steps": 20000, "batch": 32, "width": 512, "pixel_channels": 32, "lr": 3e-4,
@@ -202,16 +211,112 @@ def sample_batch(rng, pool, batch: int):
     return np.array([pick(f, 0) for f in frames] + [pick(f, 1) for f in frames])
 
 
+# ------------------------------------------------------------------------------------------------ z skip path
+SKIP_LAMBDAS = tuple(10.0 ** k for k in range(-4, 4))      # ridge λ grid (features standardised, per sample)
+
+
+def skip_reference() -> np.ndarray:
+    """The Procrustes target of the skip features: the canonical shape, centred, unit RMS radius."""
+    from engine import canonical
+
+    ref = canonical.load()[0].astype(np.float64)
+    ref = ref - ref.mean(0)
+    return ref / np.sqrt((ref ** 2).sum(-1).mean())
+
+
+def fit_skip(F_train: np.ndarray, z_train: np.ndarray, F_val: np.ndarray, z_val: np.ndarray,
+             lambdas=SKIP_LAMBDAS) -> dict:
+    """Ridge regression z ≈ W·f + b from skip features (landmark_features) in closed form, λ chosen on the
+    held-out pairs. Features are standardised for the fit; the scaling is folded into W, b. Returns W [Z,P],
+    b [Z], the chosen λ and the held-out fraction of z variance explained (R², vs predicting the train mean)."""
+    F_train, F_val = np.asarray(F_train, np.float64), np.asarray(F_val, np.float64)
+    mu, sd = F_train.mean(0), F_train.std(0) + 1e-6
+    A, Av = (F_train - mu) / sd, (F_val - mu) / sd
+    zm = z_train.mean(0)
+    gram, rhs = A.T @ A, A.T @ (z_train - zm)
+    total = ((z_val - zm) ** 2).sum()
+    best = None
+    r2 = {}
+    for lam in lambdas:
+        W = np.linalg.solve(gram + lam * len(A) * np.eye(len(gram)), rhs)      # λ per sample: size-independent
+        r2[lam] = float(1 - ((Av @ W + zm - z_val) ** 2).sum() / max(total, 1e-12))
+        if best is None or r2[lam] > r2[best[0]]:
+            best = (lam, W)
+    lam, W = best
+    Wf = (W / sd[:, None]).T                                                   # [Z,P] on raw features
+    return {"weight": Wf.astype(np.float32), "bias": (zm - Wf @ mu).astype(np.float32), "lambda": lam,
+            "r2_held_out": r2[lam], "r2_by_lambda": {f"{k:g}": round(v, 4) for k, v in r2.items()}}
+
+
+def fit_model_skip(rng, model, data, z_gt, train, held, pool, device, held_augmentations: int = 2) -> dict:
+    """Fit the model's z skip path: ridge from the teacher's pose-normalised landmarks to z_gt on the clean
+    training crops plus the pool's samples (augmented crops and rendered views, whose cached landmarks make the map
+    robust to what augmentation does to the teacher); λ chosen on the held-out frames, clean and augmented."""
+    model.set_skip(skip_reference(), np.zeros(tuple(model.skip_weight.shape)), np.zeros(len(model.skip_bias)))
+    feats = lambda lm: model.skip_features(lm.to(device)).double().cpu().numpy()
+    clean = feats(teacher_landmarks(model, data["crops"], device))
+    aug = [augment_real(rng, data["crops"][i], data["landmarks"][i, :, :2].astype(np.float64),
+                        data["H"][i].astype(np.float64))[0] for i in held for _ in range(held_augmentations)]
+    F_train, z_train = [clean[train]], [z_gt[train]]
+    if "teacher" in pool:
+        F_train.append(feats(pool["teacher"].landmarks)), z_train.append(pool["z"].numpy())
+    F_val, z_val = [clean[held]], [z_gt[held]]
+    if aug:
+        F_val.append(feats(teacher_landmarks(model, np.stack(aug), device)))
+        z_val.append(np.repeat(z_gt[held], held_augmentations, 0))
+    fit = fit_skip(np.concatenate(F_train), np.concatenate(z_train), np.concatenate(F_val), np.concatenate(z_val))
+    model.set_skip(skip_reference(), fit["weight"], fit["bias"])
+    zm = z_gt[train].mean(0)
+    r2 = lambda p, z: float(1 - ((p - z) ** 2).sum() / ((z - zm) ** 2).sum())
+    pred = clean @ fit["weight"].T.astype(np.float64) + fit["bias"]
+    return {"lambda": fit["lambda"], "r2_held_out_clean_and_augmented": fit["r2_held_out"],
+            "r2_held_out_clean": r2(pred[held], z_gt[held]), "r2_train_clean": r2(pred[train], z_gt[train]),
+            "r2_by_lambda": fit["r2_by_lambda"]}
+
+
+@torch.no_grad()
+def teacher_landmarks(model, images: np.ndarray, device, batch: int = 16) -> torch.Tensor:
+    """The frozen teacher's landmarks [N,468,3] (192 px) on uint8 crops [N,256,256,3]."""
+    out = []
+    for s in range(0, len(images), batch):
+        x = torch.from_numpy(images[s:s + batch]).permute(0, 3, 1, 2).to(device)
+        out.append(model.teacher_stream(model.prepare(x)).landmarks.cpu())
+    return torch.cat(out)
+
+
 # ------------------------------------------------------------------------------------------------ losses
-def losses(z, H, z_gt, K_gt, D) -> dict:
-    """Eq. 2–4 for a batch laid out as [view v..., view w...] of the same instants."""
+def expressive_weights(vertices: int = 468) -> torch.Tensor:
+    """[V] weights for L_G: EXPRESSIVE_WEIGHT on the eyes' and lips' loops, the brows and the vertices the ARKit
+    values are measured on (export.expressions), 1 elsewhere."""
+    from engine.topology import subsets
+    from export import expressions as ex
+
+    w = torch.ones(vertices)
+    s = subsets()
+    idx = [s[k] for k in ("eye_left", "eye_right", "brow_left", "brow_right", "lips")]
+    named = [v for pairs in ex.LID_PAIRS.values() for pair in pairs for v in pair]
+    for d in (ex.EYE_OUTER, ex.EYE_INNER, ex.BROW_INNER, ex.BROW_OUTER, ex.MOUTH_CORNER):
+        named += list(d.values())
+    named += [ex.LIP_INNER_UPPER, ex.LIP_INNER_LOWER, ex.LIP_OUTER_UPPER, ex.LIP_OUTER_LOWER, ex.CHIN]
+    w[torch.from_numpy(np.unique(np.concatenate([np.asarray(i).ravel() for i in idx] + [np.array(named)])))
+      .long()] = EXPRESSIVE_WEIGHT
+    return w
+
+
+def losses(z, H, z_gt, K_gt, D, G_weights: torch.Tensor | None = None) -> dict:
+    """Eq. 2–4 for a batch laid out as [view v..., view w...] of the same instants, plus L_G: the decoded
+    geometry of z against that of z_gt, weighted up on eyelids, lips and brows (a frozen mouth costs what it
+    should; a latent error the decoder ignores costs nothing)."""
     # engine.losses has the paper's definitions; scaled here to per-dimension and (px / 256)² units.
     G = D.decode_geometry(z)
+    with torch.no_grad():
+        G_gt = D.decode_geometry(z_gt)
     L_z = paper.L_z(z, z_gt) / z.shape[-1]
     L_H = paper.L_H(H, G, K_gt) / CROP_SIZE ** 2
     L_view = paper.L_view(*z.chunk(2)) / z.shape[-1]
-    total = LAMBDA["z"] * L_z + LAMBDA["H"] * L_H + LAMBDA["view"] * L_view
-    return {"total": total, "L_z": L_z, "L_H": L_H, "L_view": L_view}
+    L_G = paper.L_G(G, G_gt, G_weights)
+    total = LAMBDA["z"] * L_z + LAMBDA["H"] * L_H + LAMBDA["view"] * L_view + LAMBDA["G"] * L_G
+    return {"total": total, "L_z": L_z, "L_H": L_H, "L_view": L_view, "L_G": L_G}
 
 
 @torch.no_grad()
@@ -231,6 +336,7 @@ def evaluate(model, D, data, z_gt, frames, device, batch: int = 16) -> dict:
         "frames": len(frames),
         "z_rmse": float(np.sqrt(((z - zg) ** 2).mean())),
         "z_rmse_predict_mean": float(np.sqrt(((z_gt.mean(0) - zg) ** 2).mean())),   # the trivial baseline
+        "z_r2": float(1 - ((z - zg) ** 2).sum() / max(((zg - z_gt.mean(0)) ** 2).sum(), 1e-12)),  # variance explained
         "landmark_px": float(np.linalg.norm(K - K_gt, axis=-1).mean()),
         "rotation_deg": metrics.pose_error_deg(H, data["H"][frames])["mean"],
         "H": H, "K": K,
@@ -289,8 +395,12 @@ def train_i2z(run_dir: str | Path, profile: str | dict = "tiny", steps: int | No
     renderer = ViewRenderer(D)
     try:
         pool = build_pool(rng, data, z_gt, train, renderer, model, cfg, device)
+        skip = None
+        if model.z_skip:
+            skip = fit_model_skip(rng, model, data, z_gt, train, held, pool, device)
         pool_seconds = time.perf_counter() - start
-        history = {k: [] for k in ("total", "L_z", "L_H", "L_view")}
+        history = {k: [] for k in ("total", "L_z", "L_H", "L_view", "L_G")}
+        G_weights = expressive_weights(int(getattr(D, "config", {}).get("vertices", 468))).to(device)
         model.train()
         for step in tqdm(range(cfg["steps"]), desc="train-i2z", unit="step", disable=None):
             if cfg["refresh_every"] and step and step % cfg["refresh_every"] == 0:
@@ -302,7 +412,7 @@ def train_i2z(run_dir: str | Path, profile: str | dict = "tiny", steps: int | No
                 teacher = TeacherOut([f[idx].to(device) for f in t.features], t.landmarks[idx].to(device),
                                      t.presence[idx].to(device))
             z, H = model(pool["images"][idx].to(device), teacher)
-            L = losses(z, H, pool["z"][idx].to(device), pool["K"][idx].to(device), D)
+            L = losses(z, H, pool["z"][idx].to(device), pool["K"][idx].to(device), D, G_weights)
             opt.zero_grad(set_to_none=True)
             L["total"].backward()
             opt.step()
@@ -327,17 +437,19 @@ def train_i2z(run_dir: str | Path, profile: str | dict = "tiny", steps: int | No
         "steps": cfg["steps"], "batch": batch, "seconds": round(seconds, 1), "pool_seconds": round(pool_seconds, 1),
         "pool_size": int(len(pool["frame"])), "frames_train": int(len(train)), "frames_held_out": int(len(held)),
         "lambda": LAMBDA, "units": {"L_z": "latent² per dim", "L_H": "(crop px / 256)²", "L_view": "latent² per dim",
+                                    "L_G": "cm² (vertex-weighted mean)",
                                     "landmark_px": "256-crop pixels", "rotation_deg": "degrees vs enrollment H"},
         "losses_first": {k: v[0] for k, v in history.items()},
         "losses_final": {k: tail(k) for k in history},
         "held_out": {k: v for k, v in held_eval.items() if k not in ("H", "K")},
         "train_subset": {k: v for k, v in train_eval.items() if k not in ("H", "K")},
         "dam_floor_landmark_px": floor,
+        "z_skip": skip,
         "parameters_trainable": int(sum(p.numel() for p in params)),
         "history_stride": max(1, cfg["steps"] // 1000),
         "history": {k: v[:: max(1, cfg["steps"] // 1000)] for k, v in history.items()},
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2))
+    options.write_json(out / "report.json", report)
     plot(history, data, held, held_eval, out / "report.png", report)
     return report
 
@@ -356,7 +468,8 @@ def plot(history: dict, data: dict, held: np.ndarray, ev: dict, path: Path, repo
     fig = plt.figure(figsize=(12, 6.5))
     ax = fig.add_subplot(2, 1, 1)
     smooth = lambda v: np.convolve(v, np.ones(min(10, len(v))) / min(10, len(v)), mode="valid")
-    for k, lam in (("total", 1.0), ("L_z", LAMBDA["z"]), ("L_H", LAMBDA["H"]), ("L_view", LAMBDA["view"])):
+    for k, lam in (("total", 1.0), ("L_z", LAMBDA["z"]), ("L_H", LAMBDA["H"]), ("L_view", LAMBDA["view"]),
+                   ("L_G", LAMBDA["G"])):
         ax.plot(smooth(np.asarray(history[k]) * lam), label=k if k == "total" else f"λ·{k}")
     ax.set_yscale("log"), ax.set_xlabel("step"), ax.legend(fontsize=8)
     h = report["held_out"]
@@ -398,10 +511,10 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser("train-i2z", help="train I2ZNet (image → z, H) on the enrollment set and the DAM")
     p.add_argument("run_dir", metavar="RUN", type=Path, help="run folder with enrollment/ and dam/")
     p.add_argument("--profile", choices=tuple(PROFILES), default="tiny")
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--steps", type=options.count(1, 1_000_000), default=None)
     p.add_argument("--streams", choices=i2znet.STREAMS, default="both")
     p.add_argument("--single-level", action="store_true", help="deepest level (6²) only")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=options.count(0, 2**31 - 1), default=0)
     p.add_argument("--out", type=Path, default=None, help="write a new run folder RUN2 (enrollment/ and dam/ "
                                                            "linked to RUN's) instead of RUN/i2z")
     p.set_defaults(run=_run)

@@ -1,6 +1,9 @@
 """Frame sources and sinks: video files or folders of images in, H.264 MP4 out. Bad input → UserError."""
 from __future__ import annotations
 
+import errno
+import os
+import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -11,6 +14,8 @@ import numpy as np
 from engine.errors import UserError
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".ppm"}
+# ffmpeg's own lines stay off stderr: a failed encoder is reported once, by us (FACETRACK_NATIVE_LOGS=1: shown)
+FFMPEG_LOG_LEVEL = "error" if os.environ.get("FACETRACK_NATIVE_LOGS") else "quiet"
 
 
 @dataclass
@@ -48,12 +53,19 @@ def probe(path: str | Path) -> VideoInfo:
 
 
 def frames(path: str | Path, start: float = 0.0, stop: float = 1.0) -> Iterator[np.ndarray]:
-    """RGB uint8 frames of a video or image folder, from fraction `start` to `stop` of its length."""
+    """RGB uint8 frames of a video or image folder, from fraction `start` to `stop` of its length. All frames
+    have one size: a folder whose images differ in size is a UserError at the first odd one."""
+    if not 0.0 <= start < stop <= 1.0:
+        raise UserError(f"need 0 ≤ --start < --stop ≤ 1 (got start {start}, stop {stop})")
     info = probe(path)
     first, last = int(round(start * info.frames)), int(round(stop * info.frames))
     if info.path.is_dir():
         for image in _images(info.path)[first:last]:
-            yield cv2.cvtColor(_read_image(image), cv2.COLOR_BGR2RGB)
+            bgr = _read_image(image)
+            if bgr.shape[:2] != (info.height, info.width):
+                raise UserError(f"{image}: frame is {bgr.shape[1]}x{bgr.shape[0]}, the folder's first frame is "
+                                f"{info.width}x{info.height} (a frame folder holds one video: one size)")
+            yield cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         return
     cap = cv2.VideoCapture(str(info.path))
     try:
@@ -69,7 +81,10 @@ def frames(path: str | Path, start: float = 0.0, stop: float = 1.0) -> Iterator[
 
 
 class VideoWriter:
-    """H.264 MP4 writer (the ffmpeg binary that the imageio-ffmpeg wheel ships), RGB uint8 frames in."""
+    """H.264 MP4 writer (the ffmpeg binary that the imageio-ffmpeg wheel ships), RGB uint8 frames in.
+
+    An encoder that fails (disk full, file too large, killed) is an OSError naming the video, at the frame that
+    found it or at close (imageio-ffmpeg itself ignores ffmpeg's exit status)."""
 
     def __init__(self, path: str | Path, fps: float, crf: int = 18):
         import imageio_ffmpeg
@@ -77,7 +92,7 @@ class VideoWriter:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self._fps, self._crf, self._imageio_ffmpeg = fps, crf, imageio_ffmpeg
-        self._gen = None
+        self._gen = self._process = None
 
     def write(self, frame: np.ndarray) -> None:
         if self._gen is None:
@@ -86,20 +101,59 @@ class VideoWriter:
                 str(self.path), (w, h), fps=self._fps, codec="libx264", quality=None, macro_block_size=1,
                 # yuv420p needs even sizes: pad an odd frame by one black row/column rather than rescale it
                 output_params=["-crf", str(self._crf), "-preset", "fast", "-vf", "pad=ceil(iw/2)*2:ceil(ih/2)*2"],
-                pix_fmt_out="yuv420p")
+                pix_fmt_out="yuv420p", ffmpeg_log_level=FFMPEG_LOG_LEVEL)
             self._gen.send(None)
-        self._gen.send(np.ascontiguousarray(frame, dtype=np.uint8))
+            self._process = encoder_process(self._gen)
+        try:
+            self._gen.send(np.ascontiguousarray(frame, dtype=np.uint8))
+        except OSError as err:
+            self._gen = None
+            raise encoder_error(err, self.path, self._process) from None
 
     def close(self) -> None:
         if self._gen is not None:
-            self._gen.close()
-            self._gen = None
+            gen, self._gen = self._gen, None
+            gen.close()
+            check_encoder(self._process, self.path)
 
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
         self.close()
+
+
+def encoder_process(gen):
+    """The ffmpeg process behind an imageio-ffmpeg write generator (None where its internals differ)."""
+    frame = getattr(gen, "gi_frame", None)
+    return None if frame is None else frame.f_locals.get("p")
+
+
+def encoder_error(err: OSError, path: Path, process=None) -> OSError:
+    """An encoder's broken pipe as one OSError naming the video (not imageio's multi-line text)."""
+    status = None if process is None else process.poll()
+    why = "the video encoder (ffmpeg) stopped"
+    if status and status < 0:
+        try:
+            why += f" ({signal.Signals(-status).name})"
+        except ValueError:
+            why += f" (signal {-status})"
+    elif status:
+        code = 256 - status if status > 128 else 0     # ffmpeg exits with AVERROR(errno) & 0xff
+        reason = os.strerror(code) if code in errno.errorcode else None
+        why += f": {reason}" if reason else f" (exit status {status})"
+        if code == errno.ENOSPC:
+            err = OSError(code, "")
+    return OSError(err.errno or errno.EIO, why, str(path))
+
+
+def check_encoder(process, path: Path) -> None:
+    """Raise an OSError naming `path` when the (finished) encoder failed: a video it cut short is not a result."""
+    if process is None:
+        return
+    status = process.poll()
+    if status:
+        raise encoder_error(OSError(errno.EIO, ""), path, process)
 
 
 def _images(folder: Path) -> list[Path]:

@@ -9,6 +9,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from engine import options
 from engine.errors import UserError
 
 CONFIG_FILE, WEIGHTS_FILE = "config.json", "model.safetensors"
@@ -23,7 +24,7 @@ def save_model(module: nn.Module, config: dict, folder: str | Path, skip: str | 
     state = {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()
              if not (skip and k.startswith(skip))}
     save_file(state, str(folder / WEIGHTS_FILE))
-    (folder / CONFIG_FILE).write_text(json.dumps(config, indent=2))
+    options.write_json(folder / CONFIG_FILE, config)
     return folder
 
 

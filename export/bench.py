@@ -5,8 +5,10 @@ MediaPipe processes each frame right after ours, in `--rounds` passes from a fre
 drifts (a shared or throttled CPU) slows both alike and the ratio stays meaningful.
 Stages: decode (video → RGB), detect (BlazeFace, per call), detect_amortised (detect time spread over all frames:
 the tracker only detects at start and after loss), crop, tracker (tracker.onnx: E_I + D's geometry + teacher),
-texture (texture.onnx), render (the offscreen textured mesh over the frame, at the frame size). The geometry path
-is detect_amortised + crop + tracker, the work MediaPipe's own tracking loop does. Medians over the frames.
+eyes (iris.onnx on both eye crops, when the package has it), texture (texture.onnx), render (the offscreen textured
+mesh over the frame, at the frame size). The geometry path is detect_amortised + crop + tracker, the work
+MediaPipe FaceMesh's own tracking loop does; `geometry_with_eyes_ms` adds the eyes, which FaceMesh without refined
+landmarks does not do (so its ratio is the conservative one). Medians over the frames.
 """
 from __future__ import annotations
 
@@ -47,7 +49,7 @@ def bench_backend(tracker, frames: list[np.ndarray], rounds: int, peer: "MediaPi
     (MediaPipe), the peer processes each frame right after ours, so both see the same machine state; also returns
     the last pass's results (for the texture and render stages)."""
     tracker(frames[0])                      # warm-up: first-run allocations (and TensorRT engine builds)
-    stages = {k: [] for k in ("detect", "crop", "tracker", "geometry", "texture")}
+    stages = {k: [] for k in ("detect", "crop", "tracker", "eyes", "geometry", "texture")}
     peer_ms, detect_total = [], 0.0
     for _ in range(rounds):
         tracker.reset()
@@ -62,6 +64,8 @@ def bench_backend(tracker, frames: list[np.ndarray], rounds: int, peer: "MediaPi
                 detect_total += result.stages_ms.get("detect", 0.0)
                 stages["crop"].append(result.stages_ms["crop"])
                 stages["tracker"].append(result.stages_ms["tracker"])
+                if "eyes" in result.stages_ms:
+                    stages["eyes"].append(result.stages_ms["eyes"])
             if step is not None:
                 peer_ms.append(step(frame))
     for frame in frames[:: max(1, len(frames) // 30)]:     # the detector per call, on every kind of frame
@@ -177,10 +181,14 @@ def bench(package: str | Path, source: str | Path | None = None, frames: int = D
         images, decode = _decode(Path(source), frames)
     if len(images) < 2:
         raise UserError(f"{source}: needs at least 2 frames to bench (got {len(images)})")
+    backends, trackers = available_backends(), {}
+    trackers[backends[0]] = first = open_tracker(pkg, backends[0], threads, precision)
+    if not any(first(frame) is not None for frame in images):      # timings of no face mean nothing: exit 2
+        raise UserError(f"{label}: the package found no face in any of {len(images)} frames")
     peer = MediaPipePeer.create(images)
     per_backend, main = {}, None
-    for backend in available_backends():
-        tracker = open_tracker(pkg, backend, threads, precision)
+    for backend in backends:
+        tracker = trackers.get(backend) or open_tracker(pkg, backend, threads, precision)
         stages, results = bench_backend(tracker, images, rounds, peer if main is None else None)
         per_backend[backend] = stages
         if main is None:                    # the first available backend is what `auto` picks
@@ -190,9 +198,10 @@ def bench(package: str | Path, source: str | Path | None = None, frames: int = D
         peer.close()
     best = per_backend[main]
     mp_ms = best.get("mediapipe")
-    stages = {"decode": _ms(decode), **{k: best[k] for k in ("detect", "detect_amortised", "crop", "tracker",
+    stages = {"decode": _ms(decode), **{k: best[k] for k in ("detect", "detect_amortised", "crop", "tracker", "eyes",
                                                                "texture")}, "render": render}
     geometry = best["geometry_path"]
+    with_eyes = round(geometry + (best["eyes"] or 0), 3) if geometry else None
     import onnxruntime as ort
 
     return {
@@ -204,7 +213,9 @@ def bench(package: str | Path, source: str | Path | None = None, frames: int = D
         "geometry_path_ms": geometry, "fps": round(1000 / geometry, 1) if geometry else None,
         "geometry_whole_call_ms": best["geometry"],
         "backends": per_backend,
+        "geometry_with_eyes_ms": with_eyes,
         "mediapipe_ms": mp_ms, "ratio": round(geometry / mp_ms, 3) if mp_ms and geometry else None,
+        "ratio_with_eyes": round(with_eyes / mp_ms, 3) if mp_ms and with_eyes else None,
         "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count(),
                     "load_average": [round(x, 2) for x in os.getloadavg()], "ort_threads": tracker_threads(threads),
                     "onnxruntime": ort.__version__, "python": platform.python_version()},
@@ -230,8 +241,8 @@ def add_parser(sub) -> None:
 
 
 def _run(args) -> None:
+    options.writable_file(args.json, "--json")      # before the run (engine.cli checks it too)
     r = bench(args.package, args.source, args.frames, args.threads, args.rounds, args.precision)
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(r, indent=2))
+    options.write_json(args.json, r)                # atomic: an earlier OUT stays whole if this fails
     print(json.dumps(r["stages"]), f"geometry {r['geometry_path_ms']} ms ({r['fps']} fps) on {r['backend']}, "
-          f"mediapipe {r['mediapipe_ms']} ms, ratio {r['ratio']}")
+          f"mediapipe {r['mediapipe_ms']} ms, ratio {r['ratio']} ({r['ratio_with_eyes']} with eyes)")

@@ -95,7 +95,7 @@ def build(enroll_video: str | Path, new_env_video: str | Path, out: str | Path, 
     report["parity"] = manifest["parity"]
     report["seconds"] = round(time.perf_counter() - progress.begin, 2)
     report["package"] = str(out)
-    (out / "build_report.json").write_text(json.dumps(report, indent=2))
+    options.write_json(out / "build_report.json", report)
     return report
 
 

@@ -11,7 +11,12 @@ with a few geometric measures:
 - the change maps linearly to [0, 1] between a START (dead zone against decoder jitter) and a FULL value; the
   GAINS table documents each one in inter-ocular units (IOD ≈ 10 cm on an adult, so 0.1 IOD ≈ 1 cm).
 
-Shapes we cannot see in G (gaze, cheek puff, tongue...) are 0. Pure numpy; no torch.
+Eyes: G's eyelids barely move on a real blink (the 468-point landmarker's lids respond weakly). When the tracker
+also ran the iris landmarker (FaceResult.eyes, engine.eyes), eyeBlink/eyeWide come from its eyelid aperture
+instead, relative to the calibrated open aperture, and the eight eyeLook* from its gaze relative to the calibrated
+gaze (see `ExpressionEstimator.gaze`); without it eyeLook* are 0 and the blinks are G's.
+
+Shapes we cannot see (cheek puff, tongue...) are 0. Pure numpy; no torch.
 """
 from __future__ import annotations
 
@@ -57,7 +62,20 @@ GAINS = {
     "browInnerUp": (0.005, 0.10),  # inner brow ends rise relative to the inner eye corners, IOD (mean of sides)
     "browOuterUp": (0.005, 0.10),  # outer brow ends rise relative to the outer eye corners, IOD
     "browDown": (0.005, 0.08),   # inner brow end drops + moves towards the midline, IOD
+    # From the iris landmarker (FaceResult.eyes), when the tracker ran it:
+    "eyeBlinkIris": (0.25, 0.70),  # fraction of the neutral iris-model lid aperture that closed (open ≈ 0.3 of
+                                   # the eye width, shut ≈ 0.04-0.2: docs/BENCHMARKS.md "Gaze and blinks")
+    "eyeWideIris": (0.10, 0.40),   # fraction by which that aperture grew
+    "eyeLookH": (0.05, 0.45),    # |gaze yaw| from the neutral gaze, radians (3°..26°)
+    "eyeLookV": (0.05, 0.35),    # |gaze pitch| from the neutral gaze, radians (3°..20°)
 }
+# The iris-model measures a face reads as neutral until the performer calibrates: lid aperture / eye width and iris
+# offset (dx, dy) in eye widths (dx > 0 towards the nose, dy > 0 down), the mean of the per-clip medians on the two
+# hand-labelled real clips (lp_driving_d14: 0.35, (−0.02, −0.05); Obama office: 0.30, (−0.07, −0.09); BENCHMARKS.md
+# "Gaze and blinks"). The iris sits above the corners' midpoint and a little outwards on a face at rest.
+NEUTRAL_EYE = {"aperture": 0.32, "offset": (-0.045, -0.07)}
+# While an eye is this closed (its eyeBlink) its iris is hidden: the eye keeps the gaze it had before.
+GAZE_HOLD_BLINK = 0.5
 # With the lips apart the lower lip rides the jaw a little nearer the hinge than the chin does, so an open jaw
 # grows the lip gap by ~0.9 of the chin's travel; less than that means the lips are being held closed.
 LIP_TO_CHIN_TRAVEL = 0.9
@@ -132,14 +150,78 @@ class ExpressionEstimator:
             neutral_G = canonical.load()[0]
         self.calibrate(neutral_G)
 
-    def calibrate(self, G: np.ndarray) -> None:
-        """Take G (the performer at rest, looking at the camera) as the face that reads all zeros."""
+    def calibrate(self, G: np.ndarray, eyes: dict | None = None) -> None:
+        """Take G (the performer at rest, looking at the camera) as the face that reads all zeros; with `eyes`
+        (FaceResult.eyes of the same frame) also its iris-model lid aperture and gaze."""
         self.neutral = measures(G)
+        self.neutral_eyes = {side: dict(NEUTRAL_EYE) for side in SIDES}
+        if eyes is not None:
+            for side in SIDES:
+                self.neutral_eyes[side] = {"aperture": float(eyes[side]["aperture"]),
+                                           "offset": tuple(float(v) for v in eyes[side]["offset"])}
+        self._held: dict[str, tuple[float, float]] = {}
+        self.last_gaze: dict | None = None
 
-    def __call__(self, G: np.ndarray) -> dict[str, float]:
+    def calibrate_eyes(self, apertures: dict[str, float], offsets: dict[str, tuple[float, float]]) -> None:
+        """Set the neutral iris-model measures directly (e.g. medians over a clip): {side: aperture},
+        {side: (dx, dy)}."""
+        for side in SIDES:
+            self.neutral_eyes[side] = {"aperture": float(apertures[side]),
+                                       "offset": tuple(float(v) for v in offsets[side])}
+
+    def blinks(self, eyes: dict) -> dict[str, float]:
+        """eyeBlink* and eyeWide* from the iris model's lid aperture relative to the neutral one."""
+        out = {}
+        for side in SIDES:
+            S = side.capitalize()
+            closed = 1.0 - float(eyes[side]["aperture"]) / max(self.neutral_eyes[side]["aperture"], 1e-6)
+            out[f"eyeBlink{S}"] = _ramp(closed, "eyeBlinkIris")
+            out[f"eyeWide{S}"] = _ramp(-closed, "eyeWideIris")
+        return out
+
+    def gaze(self, eyes: dict, blinks: dict[str, float] | None = None) -> dict[str, tuple[float, float]]:
+        """Per eye (yaw, pitch) in radians relative to the neutral gaze, in app.senders' convention (yaw > 0
+        towards the subject's right, pitch > 0 down). An eye whose eyeBlink (in `blinks`) is past GAZE_HOLD_BLINK
+        keeps the gaze it had before (its iris is hidden)."""
+        from engine.eyes import gaze_angles
+
+        out = {}
+        for side in SIDES:
+            closing = blinks is not None and blinks[f"eyeBlink{side.capitalize()}"] > GAZE_HOLD_BLINK
+            if closing and side in self._held:
+                out[side] = self._held[side]
+                continue
+            (dx, dy), (nx, ny) = eyes[side]["offset"], self.neutral_eyes[side]["offset"]
+            out[side] = self._held[side] = gaze_angles(dx - nx, dy - ny, side)
+        return out
+
+    def __call__(self, G: np.ndarray, eyes: dict | None = None) -> dict[str, float]:
+        """All 52 ARKit values for G; with `eyes` (FaceResult.eyes) blinks and eyeLook* come from the iris model,
+        and `last_gaze` holds the gaze they were read from (else None)."""
         values = dict.fromkeys(ARKIT_NAMES, 0.0)
         values.update(_activations(measures(G), self.neutral))
+        self.last_gaze = None
+        if eyes is not None:
+            values.update(self.blinks(eyes))
+            self.last_gaze = self.gaze(eyes, values)
+            values.update(look_values(self.last_gaze))
         return values
+
+
+def look_values(gaze: dict[str, tuple[float, float]]) -> dict[str, float]:
+    """The eight eyeLook* values from per-eye (yaw, pitch) (app.senders' convention). ARKit: eyeLookIn is towards
+    the nose, eyeLookOut away from it; the left eye looks in when it turns towards the subject's right (yaw > 0),
+    the right eye when it turns towards the subject's left."""
+    out = {}
+    for side in SIDES:
+        S = side.capitalize()
+        yaw, pitch = gaze[side]
+        inward = yaw if side == "left" else -yaw
+        out[f"eyeLookIn{S}"] = _ramp(inward, "eyeLookH")
+        out[f"eyeLookOut{S}"] = _ramp(-inward, "eyeLookH")
+        out[f"eyeLookDown{S}"] = _ramp(pitch, "eyeLookV")
+        out[f"eyeLookUp{S}"] = _ramp(-pitch, "eyeLookV")
+    return out
 
 
 # ---------------------------------------------------------------- VRM 0.x standard expressions

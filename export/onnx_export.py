@@ -26,7 +26,7 @@ from engine.run import WEIGHTS, Run
 from engine.teacher import FaceDetector
 from engine.topology import topology
 from export import graph_passes
-from export.package import GRAPHS, INT8_TRACKER, TOPOLOGY, open_package, write_manifest
+from export.package import GRAPHS, INT8_TRACKER, IRIS, TOPOLOGY, open_package, write_manifest
 
 OPSET = 17
 INT8_GEMMS = "/e_i/level_heads."   # the Gemms holding ~70 % of tracker.onnx's weights: E_I's p_l^z, p_l^h
@@ -168,6 +168,11 @@ def export_package(run: str | Path, out: str | Path) -> dict:
     topo = topology()
     np.savez(out / TOPOLOGY, triangles=topo.triangles, uv=topo.uv, holes=topo.holes)
     parity = check_parity(out, tracker, texture, detector, crops)
+    eyes = []   # the iris graph's parity inputs: both eyes of a few enrollment crops, placed by the tracker
+    for i in np.linspace(0, len(crops) - 1, min(4, len(crops))).astype(int):
+        crop = np.array(crops[i])
+        eyes.append(iris_batch(crop, tracker(torch.from_numpy(crop[None]))[2][0, :, :2].numpy()))
+    rewrites[IRIS], parity["iris"] = export_iris(out, eyes)
     int8 = _int8_tracker(out, crops)
     import onnx
 
@@ -181,7 +186,8 @@ def export_package(run: str | Path, out: str | Path) -> dict:
         "parity": parity,
         "graph_rewrites": rewrites,
         "int8_tracker": int8,
-        "files": [*GRAPHS, TOPOLOGY, *([INT8_TRACKER] if "skipped" not in int8 else [])],
+        "iris": IRIS_INFO,
+        "files": [*GRAPHS, TOPOLOGY, IRIS, *([INT8_TRACKER] if "skipped" not in int8 else [])],
     })
     open_package(out)   # what we wrote must verify
     return manifest
@@ -239,6 +245,40 @@ def check_parity(out: Path, tracker: nn.Module, texture: nn.Module, detector: nn
         for o, t in zip(ours, detector(torch.from_numpy(image))):
             worst["detector"] = max(worst["detector"], float(np.abs(o - t.numpy()).max()))
     return worst
+
+
+# ------------------------------------------------------------------------------------------- iris (optional graph)
+IRIS_INFO = {"source": "mediapipe 0.10.14 modules/iris_landmark/iris_landmark.tflite",
+             "input": "uint8 [2,64,64,3] RGB eye crops by engine.eyes (right eye, then left eye mirrored)",
+             "outputs": "contours [2,71,3], iris [2,5,3] in crop pixels"}
+
+
+def iris_batch(image: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """The iris graph's input for one image (uint8 HxWx3) and its 468 points there: both eye crops [2,64,64,3]."""
+    from engine.eyes import eye_inputs
+
+    return eye_inputs(image, points)[0]
+
+
+@torch.no_grad()
+def export_iris(out: Path, batches: list[np.ndarray]) -> tuple[dict, float]:
+    """Write OUT/iris.onnx (engine.iris.IrisGraph) and return (graph rewrites, parity): the largest |ORT − torch| in
+    crop pixels over the contour and iris points of `batches` (eye crops [2,64,64,3] from iris_batch)."""
+    import onnxruntime as ort
+
+    from engine.iris import IrisGraph
+
+    iris = IrisGraph().eval()
+    rewrites = _export(iris, (IrisGraph.example(),), out / IRIS, ["eyes"], ["contours", "iris"])
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    session = ort.InferenceSession(str(out / IRIS), opts, providers=["CPUExecutionProvider"])
+    worst = 0.0
+    for batch in batches:
+        ours = session.run(None, {"eyes": np.ascontiguousarray(batch, np.uint8)})
+        for o, t in zip(ours, iris(torch.from_numpy(np.ascontiguousarray(batch, np.uint8)))):
+            worst = max(worst, float(np.abs(o - t.numpy()).max()))
+    return rewrites, worst
 
 
 def add_parser(sub) -> None:

@@ -8,6 +8,8 @@
     PACKAGE/texture.onnx    z [1,128], view v [1,3] → colour-corrected texture C(T) uint8 [1,S,S,3]
     PACKAGE/detector.onnx   BlazeFace: [1,3,128,128] in [-1,1] → regressors [1,896,16], logits [1,896]
     PACKAGE/topology.npz    triangles, uv, holes (the mesh the studio draws)
+    PACKAGE/iris.onnx       optional: MediaPipe's iris landmarker, uint8 [2,64,64,3] eye crops (engine.eyes) →
+                            contours [2,71,3], iris [2,5,3] in crop px (eyelids and gaze; OPTIONAL_SIGNATURES)
 
 Nothing else in the folder is read: TensorRT engines are built from the verified graphs into a per-user cache
 (export.trt_engine), never loaded from a package; a `trt/` folder shipped inside one is ignored.
@@ -32,6 +34,7 @@ from pathlib import Path, PureWindowsPath
 
 import numpy as np
 
+from engine import options
 from engine.errors import UserError
 
 FORMAT, VERSION = "facetrack-package", 1
@@ -41,6 +44,7 @@ SAMPLE_PACKAGE = Path(__file__).resolve().parent / "sample_package"
 GRAPH_NAMES = ("tracker", "texture", "detector")
 GRAPHS = tuple(f"{name}.onnx" for name in GRAPH_NAMES)
 INT8_TRACKER = "tracker_int8.onnx"
+IRIS = "iris.onnx"            # optional graph (packages without it still open; no gaze or iris blinks then)
 TOPOLOGY = "topology.npz"
 VERTICES = 468
 LATENT = 128
@@ -109,7 +113,7 @@ def write_manifest(folder: Path, manifest: dict) -> dict:
     """Adds the format header and the hash of every file named in manifest['files'] (a list), then writes it."""
     files = {name: sha256(folder / name) for name in manifest.pop("files")}
     manifest = {"format": FORMAT, "version": VERSION, **manifest, "files": files}
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    options.write_json(folder / MANIFEST, manifest)
     return manifest
 
 
@@ -409,6 +413,11 @@ SIGNATURES: dict[str, tuple[list, list]] = {
     "detector": ([("image", _F, [1, 3, 128, 128])],
                  [("regressors", _F, [1, 896, 16]), ("logits", _F, [1, 896])]),
 }
+# Optional graphs: checked the same way when a package lists them (check_graph looks in both tables).
+OPTIONAL_SIGNATURES: dict[str, tuple[list, list]] = {
+    "iris": ([("eyes", _U8, [2, 64, 64, 3])],
+             [("contours", _F, [2, 71, 3]), ("iris", _F, [2, 5, 3])]),
+}
 
 
 def _dim_ok(want, got, sizes: dict | None) -> bool:
@@ -427,14 +436,15 @@ def _args(items) -> list[tuple[str, str, list]]:
 
 def check_graph(name: str, inputs: list[tuple[str, str, list]], outputs: list[tuple[str, str, list]], *,
                 path: str | Path | None = None, sizes: dict | None = None) -> None:
-    """Whether a session for graph `name` (tracker, texture, detector) takes and gives what SIGNATURES says: names
+    """Whether a session for graph `name` (tracker, texture, detector; iris when present) takes and gives what SIGNATURES says: names
     and order, element types, shapes (`sizes`, e.g. Package.sizes, fixes the symbolic ones). `inputs`/`outputs` as
     [(i.name, i.type, i.shape) for i in session.get_inputs()]. UserError(f'{path}: ...') naming the first
     difference; `path` defaults to '{name}.onnx'."""
     path = path or f"{name}.onnx"
-    if name not in SIGNATURES:
-        raise UserError(f"{path}: no graph signature for {name!r} (known: {', '.join(SIGNATURES)})")
-    (want_in, want_out) = SIGNATURES[name]
+    known = {**SIGNATURES, **OPTIONAL_SIGNATURES}
+    if name not in known:
+        raise UserError(f"{path}: no graph signature for {name!r} (known: {', '.join(known)})")
+    (want_in, want_out) = known[name]
     for side, want, got in (("inputs", want_in, inputs), ("outputs", want_out, outputs)):
         got = _args(got)
         if [g[0] for g in got] != [w[0] for w in want]:
@@ -457,5 +467,5 @@ def add_files(folder: str | Path, names: list[str]) -> dict:
     for name in names:
         confine(folder, name)
     manifest["files"].update({name: sha256(folder / name) for name in names})
-    (folder / MANIFEST).write_text(json.dumps(manifest, indent=2))
+    options.write_json(folder / MANIFEST, manifest)
     return manifest

@@ -26,7 +26,7 @@ from engine import pose
 from engine.detection import detections, detector_input, ssd_anchors
 from engine.errors import UserError
 from engine.tracking import CropOutput, FaceLoop, TrackOptions
-from export.package import GRAPH_NAMES, INT8_TRACKER, Package, check_graph, open_package
+from export.package import GRAPH_NAMES, INT8_TRACKER, IRIS, Package, check_graph, open_package
 
 # ONNX Runtime intra-op threads when none are asked for. The graphs are small (~4 ms on one core): on 2 cores a
 # second, non-spinning thread cost more in hand-offs than it saved (tracker 5.4 vs 4.0 ms), and spinning threads
@@ -151,6 +151,7 @@ class PackageModel:
         self._check_signatures()
         self.crop_size = self.package.crop_size
         self._anchors = ssd_anchors()
+        self._iris = self._open_iris(threads)
 
     def _check_signatures(self) -> None:
         """Each graph takes and gives what the runtime feeds and reads, before the first frame: a package whose
@@ -168,14 +169,48 @@ class PackageModel:
         return detections(frame.shape, reg[0], logits[0], self._anchors)
 
     def __call__(self, crop_rgb: np.ndarray) -> CropOutput:
-        z, H, V, G, _, presence = self._s["tracker"].run(None, {"crop": crop_rgb[None]})
-        return CropOutput(points=V[0, :, :2], presence=float(presence[0]), G=G[0], H=H[0], z=z[0])
+        z, H, V, G, landmarks, presence = self._s["tracker"].run(None, {"crop": crop_rgb[None]})
+        return CropOutput(points=V[0, :, :2], presence=float(presence[0]), G=G[0], H=H[0], z=z[0],
+                          landmarks=landmarks[0])
 
     def texture(self, z: np.ndarray, H: np.ndarray, corrected: bool = True) -> np.ndarray:
         """The DAM texture for latent z seen from pose H, uint8 [S,S,3]: C(T) when `corrected`, else T."""
         v = pose.view_vector(np.asarray(H, np.float64)).astype(np.float32)
         name = "texture" if corrected else "texture_raw"
         return self._s["texture"].run([name], {"z": np.asarray(z, np.float32)[None], "v": v[None]})[0][0]
+
+    # -- eyes (issue #12): the optional iris graph -------------------------------------------------------------
+    def _open_iris(self, threads: int | None):
+        """An ONNX Runtime session for iris.onnx when the package has it, on the providers (and their options) the
+        other graphs' ONNX Runtime sessions got, else the CPU provider; None without the graph."""
+        if not self.package.has(IRIS):
+            return None
+        import onnxruntime as ort
+
+        ort_sessions = [s for s in self._s.values() if hasattr(s, "get_provider_options")]
+        providers = [(p, ort_sessions[0].get_provider_options().get(p, {})) for p in ort_sessions[0].get_providers()] \
+            if ort_sessions else ["CPUExecutionProvider"]
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        opts.intra_op_num_threads = tracker_threads(threads)
+        path = self.package.file(IRIS)
+        try:
+            session = ort.InferenceSession(str(path), opts, providers=providers)
+        except Exception as err:
+            raise UserError(f"{path}: ONNX Runtime cannot load it ({str(err)[:160]})") from None
+        check_graph("iris", [(i.name, i.type, i.shape) for i in session.get_inputs()],
+                    [(o.name, o.type, o.shape) for o in session.get_outputs()], path=path)
+        return session
+
+    def eyes(self, frame: np.ndarray, points: np.ndarray) -> dict | None:
+        """Eyelids and gaze of both eyes (engine.eyes.eye_results) from the iris graph on two 64² eye crops placed
+        by the 468 tracked points (frame pixels); None when the package has no iris graph."""
+        if self._iris is None:
+            return None
+        from engine.eyes import track_eyes
+
+        return track_eyes(frame, points, lambda batch: self._iris.run(None, {"eyes": batch}))
 
 
 class Tracker(FaceLoop):

@@ -144,3 +144,99 @@ def test_missing_enrollment_is_a_user_error(tmp_path):
 
     with pytest.raises(UserError, match="enroll"):
         train_i2z.train_i2z(tmp_path, steps=1)
+
+
+# ---------------------------------------------------------------------- the z skip path (ridge from teacher landmarks)
+def _random_similarity(rng, points):
+    from engine import pose
+
+    R = pose.rotation_matrix(np.radians(rng.uniform(-30, 30, 3)))
+    return rng.uniform(0.5, 3.0) * points @ R.T + rng.uniform(-50, 50, 3)
+
+
+def test_skip_features_remove_pose_and_match_svd_procrustes():
+    from engine import canonical, expressions, train_i2z
+
+    rng = np.random.default_rng(0)
+    ref = train_i2z.skip_reference()
+    G = expressions.apply((rng.uniform(0, 1, (4, len(expressions.NAMES))) * 0.7).astype(np.float32)).astype(np.float64)
+    moved = np.stack([_random_similarity(rng, g) for g in G])
+    f = i2znet.landmark_features(torch.from_numpy(moved).float(), torch.from_numpy(ref).float()).double().numpy()
+    f0 = i2znet.landmark_features(torch.from_numpy(G).float(), torch.from_numpy(ref).float()).double().numpy()
+    np.testing.assert_allclose(f, f0, atol=2e-5)          # translation, scale and rotation do not matter
+    # the Newton–Schulz rotation is the orthogonal Procrustes (SVD) solution
+    y = G - G.mean(1, keepdims=True)
+    y /= np.sqrt((y ** 2).sum(-1).mean(-1))[:, None, None]
+    U, _, Vt = np.linalg.svd(y.transpose(0, 2, 1) @ ref)
+    np.testing.assert_allclose(f0, (y @ (U @ Vt)).reshape(len(G), -1), atol=2e-5)
+    assert canonical.load()[0].shape == (468, 3)
+
+
+def test_fit_skip_recovers_a_linear_map_and_beats_the_mean():
+    from engine import train_i2z
+
+    rng = np.random.default_rng(1)
+    W = rng.normal(size=(128, 30))
+    F = rng.normal(size=(80, 30)) + 5.0
+    z = (F - 5.0) @ W.T * 0.1 + rng.normal(scale=0.01, size=(80, 128))
+    fit = train_i2z.fit_skip(F[:60], z[:60], F[60:], z[60:])
+    pred = F[60:] @ fit["weight"].T + fit["bias"]
+    assert fit["r2_held_out"] > 0.95 and set(fit["r2_by_lambda"]) == {f"{k:g}" for k in train_i2z.SKIP_LAMBDAS}
+    assert np.abs(pred - z[60:]).mean() < 0.2 * np.abs(z[:60].mean(0) - z[60:]).mean()
+
+
+def test_z_head_starts_exactly_at_the_skip_path(crops, teacher_out):
+    model = I2ZNet(SMALL)
+    assert model.z_skip
+    rng = np.random.default_rng(2)
+    from engine import train_i2z
+
+    model.set_skip(train_i2z.skip_reference(), rng.normal(size=(128, 468 * 3)) * 0.01, rng.normal(size=128))
+    z, _ = model(crops, teacher_out)
+    expected = torch.nn.functional.linear(model.skip_features(teacher_out.landmarks), model.skip_weight,
+                                          model.skip_bias)
+    torch.testing.assert_close(z, expected)
+    assert not any(b.requires_grad for b in (model.skip_weight, model.skip_bias, model.skip_reference))
+    # no teacher stream, no skip path: z starts at z̄ as before
+    assert not I2ZNet({**SMALL, "streams": "pixel"}).z_skip
+
+
+def test_models_saved_before_the_skip_path_still_load(tmp_path, crops, teacher_out):
+    old = I2ZNet({**SMALL, "z_skip": False})
+    i2znet.save(old.eval(), tmp_path / "i2z")
+    config = json.loads((tmp_path / "i2z" / "config.json").read_text())
+    del config["z_skip"]                                   # as written before the key existed
+    (tmp_path / "i2z" / "config.json").write_text(json.dumps(config))
+    back = i2znet.load(tmp_path / "i2z")
+    assert not back.z_skip
+    torch.testing.assert_close(old(crops, teacher_out)[0], back(crops, teacher_out)[0])
+
+
+def test_ridge_skip_on_a_tiny_enrollment_beats_the_mean_latent(tmp_path):
+    from engine import train_dam, train_i2z
+
+    run = synthetic_enrollment(tmp_path / "run", n=40, seed=3)
+    train_dam.train_dam(run, {"texture_size": 16, "channels": [16, 8], "hidden": 64, "view_embedding": 4,
+                              "steps": 30, "batch": 8, "lr": 1e-3})
+    report = train_i2z.train_i2z(run, {**SMALL, "steps": 1, "batch": 8, "real_per_frame": 1, "views_per_frame": 1})
+    skip, held = report["z_skip"], report["held_out"]
+    assert skip["r2_held_out_clean"] > 0.5, skip
+    # one step of a zero-initialised residual: the held-out z is the ridge's, far better than predicting the mean
+    assert held["z_rmse"] < 0.7 * held["z_rmse_predict_mean"], held
+    back = i2znet.load(run / "i2z")
+    assert back.z_skip and back.skip_weight.abs().sum() > 0
+
+
+def test_decoded_geometry_loss_weights_expressive_regions():
+    from engine import losses, train_i2z
+    from export import expressions as ex
+
+    w = train_i2z.expressive_weights()
+    assert w.shape == (468,) and w[ex.LID_PAIRS["left"][0][0]] == w[ex.MOUTH_CORNER["right"]] == train_i2z.EXPRESSIVE_WEIGHT
+    assert w[ex.NOSE_TIP] == 1.0
+    G = torch.zeros(2, 468, 3)
+    lid, cheek = G.clone(), G.clone()
+    lid[:, ex.LID_PAIRS["left"][0][0], 1] = 0.1              # an eyelid moved by 1 mm …
+    cheek[:, ex.NOSE_TIP, 1] = 0.1                           # … costs more than the nose tip moved as far
+    assert losses.L_G(lid, G, w) > 4 * losses.L_G(cheek, G, w) > 0
+    torch.testing.assert_close(losses.L_G(lid, G), torch.tensor(0.01 / 468))

@@ -196,6 +196,61 @@ def test_record_then_replay_round_trips(window, qtbot, clip, tmp_path):
     assert item.frame.image.shape == (240, 320, 3)
 
 
+def test_recording_box_unticks_when_the_recorder_dies(window, qtbot, clip, tmp_path, monkeypatch):
+    """A recorder that stops on an error (disk full) unticks Recording, says why, and still closes its session."""
+    import errno
+
+    import app.outputs
+    from app.recording import SessionRecorder
+
+    class DiskFull(SessionRecorder):
+        def write(self, *args, **kw):
+            if self.count >= 5:
+                raise OSError(errno.ENOSPC, "No space left on device", str(self.folder / "frames.jsonl"))
+            super().write(*args, **kw)
+
+    monkeypatch.setattr(app.outputs, "SessionRecorder", DiskFull)
+    w = window(tracker=DemoTracker(), source=str(clip), record_dir=tmp_path)
+    w.set_recording(True)
+    assert w.controls.record_check.isChecked()
+    qtbot.waitUntil(lambda: not w.controls.record_check.isChecked(), timeout=10000)
+    assert w.pipeline.recording is None
+    qtbot.waitUntil(lambda: "No space left" in w.message_label.text() or "saved" in w.message_label.text()
+                    or "closed" in w.message_label.text(), timeout=5000)
+    (folder,) = tmp_path.iterdir()
+    session = load_session(folder)
+    assert session.manifest["closed"] and len(session) == 5
+
+
+def test_recording_into_an_unwritable_folder_is_a_message(window, qtbot, clip, tmp_path):
+    (tmp_path / "afile").write_text("")
+    w = window(tracker=DemoTracker(), source=str(clip), record_dir=tmp_path / "afile")
+    w.set_recording(True)
+    assert not w.controls.record_check.isChecked() and w.pipeline.recording is None
+    assert "cannot record" in w.message_label.text()
+
+
+def test_closing_the_window_closes_a_background_stopped_session(window, qtbot, clip, tmp_path):
+    w = window(tracker=DemoTracker(), source=str(clip), record_dir=tmp_path)
+    w.set_recording(True)
+    qtbot.waitUntil(lambda: w.pipeline.recording is not None and w.pipeline.recording.written >= 5, timeout=15000)
+    w.set_recording(False)                       # stops in the background (wait=False) ...
+    w.close()                                    # ... and the window waits for it before it goes
+    (folder,) = tmp_path.iterdir()
+    assert load_session(folder).manifest["closed"]
+
+
+def test_no_display_is_an_error_line_not_an_abort(monkeypatch, capsys):
+    from app import studio
+
+    for key in ("DISPLAY", "WAYLAND_DISPLAY", "QT_QPA_PLATFORM"):
+        monkeypatch.delenv(key, raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    assert studio.main(["--package", "demo"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error:") and "no display" in err[0]
+
+
 def test_streams_vmc_and_calibrates(window, qtbot, clip):
     import socket
 
