@@ -203,12 +203,13 @@ class _Stop:
 
 def track(package: str | Path, source: str, out: str | Path, backend: str = "auto",
           max_frames: int | None = None, texture_hz: float = TEXTURE_HZ, threads: int | None = None,
-          precision: str = "auto", stream: str | None = None, smoothing: bool = True) -> dict:
+          precision: str = "auto", stream: str | None = None, smoothing: bool = True, eyes: bool = True) -> dict:
     from app.mailbox import LatestSlot
     from app.recording import SessionRecorder
     from app.senders import open_sender
     from app.sources import Frame
     from app.tracking import TrackWorker
+    from engine.tracking import TrackOptions
     from export.runtime import open_tracker
 
     out = Path(out)
@@ -219,7 +220,7 @@ def track(package: str | Path, source: str, out: str | Path, backend: str = "aut
     if not texture_hz > 0:
         raise UserError(f"--texture-hz must be > 0 (got {texture_hz})")
     sender = open_sender(stream) if stream else None     # a bad HOST:PORT fails here, before any work
-    tracker = open_tracker(package, backend, threads, precision)   # verifies every file before anything runs
+    tracker = open_tracker(package, backend, threads, precision, TrackOptions(eyes=eyes))  # verifies every file first
     claim_output(out)
     try:
         src = open_source(source, out, tracker.package.path, max_frames)
@@ -289,7 +290,7 @@ def track(package: str | Path, source: str, out: str | Path, backend: str = "aut
                             cv2.imencode(".png", cv2.cvtColor(worker.latest, cv2.COLOR_RGB2BGR))[1].tobytes())
     report = {
         "package": str(tracker.package.path), "source": src.name, "fps_source": src.fps,
-        "frames": index, "frames_found": found, "smoothing": smoothing, "stream": stream,
+        "frames": index, "frames_found": found, "smoothing": smoothing, "eyes": eyes, "stream": stream,
         "backend": tracker.backend, "fallback": tracker.fallback,
         "stages_ms": {k: _median(v) for k, v in stages.items()},
         "detections": tracker.detections,
@@ -323,11 +324,13 @@ def add_parser(sub) -> None:
     p.add_argument("--stream", metavar="SPEC", help="stream as the studio does: vmc[:HOST[:PORT]] or "
                                                     "ifacialmocap:HOST[:PORT]")
     p.add_argument("--raw", action="store_true", help="no One Euro smoothing (the studio smooths by default)")
+    p.add_argument("--no-eyes", action="store_true", help="skip the iris graph (blinks from the mesh, no gaze): "
+                                                           "halves the per-frame model time on a small CPU")
     p.set_defaults(run=_run)
 
 
 def _run(args) -> None:
     r = track(args.package, args.source, args.out, args.backend, args.max_frames, args.texture_hz, args.threads,
-              args.precision, args.stream, smoothing=not args.raw)
+              args.precision, args.stream, smoothing=not args.raw, eyes=not args.no_eyes)
     print(f"tracked {r['frames_found']}/{r['frames']} frames, geometry {r['stages_ms']['geometry']} ms median, "
           f"{r['texture']['decoded']} texture decodes → {args.out}")

@@ -33,6 +33,9 @@ class TrackOptions:
     # After a detection, run the model again on a crop framed by the landmark rule from its own points, so the
     # first frame is framed like every later one (BlazeFace's box is tighter than the landmark box).
     recrop: bool = True
+    # Eyelids and gaze from the model's iris graph when it has one (two 64² eye crops a frame: on a 2-core CPU
+    # about the tracker's own time again; off falls back to the mesh's lids for blinks and gives no gaze).
+    eyes: bool = True
 
     def __post_init__(self):
         if self.redetect not in REDETECT:
@@ -168,7 +171,7 @@ class FaceLoop:
         """Eyelids and gaze for the frame's final result (once, not per re-crop), from a model with an iris graph:
         two 64² eye crops placed by the teacher's landmarks where the model has them (accurate on any face, as
         MediaPipe places its iris crops), else by the mesh's points."""
-        if not hasattr(self.model, "eyes"):
+        if not self.options.eyes or not hasattr(self.model, "eyes"):
             return result
         t0 = time.perf_counter()
         where = result.points if result.landmarks is None else result.crop.to_frame(result.landmarks,

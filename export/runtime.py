@@ -226,5 +226,5 @@ class Tracker(FaceLoop):
 
 
 def open_tracker(package: str | Path, backend: str = "auto", threads: int | None = None,
-                 precision: str = "auto") -> Tracker:
-    return Tracker(package, backend, threads, precision)
+                 precision: str = "auto", options: TrackOptions | None = None) -> Tracker:
+    return Tracker(package, backend, threads, precision, options)

@@ -267,3 +267,17 @@ def test_blinks_on_hand_labelled_real_frames(shared_data):
     assert tp / closed[scored].sum() >= 0.85 and tp / max(tp + fp, 1) >= 0.9     # 15/17, 0 false (2026-12-01)
     old = arkit_series(np.asarray(G), [None] * n)
     assert (np.nan_to_num(np.fmax(old["eyeBlinkLeft"], old["eyeBlinkRight"])) > 0.5)[closed].sum() < tp
+
+
+def test_eyes_can_be_turned_off():
+    """TrackOptions(eyes=False) (track --no-eyes) skips the iris graph: no eyes, no eyes stage."""
+    from engine import video
+    from engine.tracking import TrackOptions
+    from export.runtime import Tracker
+
+    frame = next(video.frames(SAMPLE_PACKAGE / "synthetic.mp4"))
+    on = Tracker(SAMPLE_PACKAGE, "cpu")(frame)
+    off = Tracker(SAMPLE_PACKAGE, "cpu", options=TrackOptions(eyes=False))(frame)
+    assert on.eyes is not None and "eyes" in on.stages_ms
+    assert off.eyes is None and "eyes" not in off.stages_ms
+    assert np.array_equal(on.points, off.points)
