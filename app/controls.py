@@ -56,14 +56,23 @@ class Controls(QWidget):
         form.addRow(self.calibrate_button)
         layout.addWidget(box)
 
-        box = QGroupBox("Stream (VMC)")
+        box = QGroupBox("Stream")
         form = QFormLayout(box)
         self.stream_check = QCheckBox("Streaming")
+        self.protocol_combo = QComboBox()
+        for protocol, label in (("vmc", "VMC (VSeeFace, Warudo, VNyan…)"), ("ifacialmocap", "iFacialMocap (VTube Studio…)")):
+            self.protocol_combo.addItem(label, protocol)
+        self.expressions_combo = QComboBox()      # VMC only: which names a receiver gets
+        for choice, label in (("both", "VRM + ARKit"), ("vrm", "VRM presets only"), ("arkit", "ARKit 52 only")):
+            self.expressions_combo.addItem(label, choice)
         self.host_edit = QLineEdit(DEFAULT_HOST)
         self.port_spin = QSpinBox()
         self.port_spin.setRange(1, 65535)
         self.port_spin.setValue(DEFAULT_PORT)
+        self.protocol_combo.currentIndexChanged.connect(self._protocol_changed)
         form.addRow(self.stream_check)
+        form.addRow("Protocol", self.protocol_combo)
+        form.addRow("Expressions", self.expressions_combo)
         form.addRow("Host", self.host_edit)
         form.addRow("Port", self.port_spin)
         layout.addWidget(box)
@@ -101,3 +110,11 @@ class Controls(QWidget):
         self.source_combo.blockSignals(True)
         self.source_combo.setCurrentIndex(i)
         self.source_combo.blockSignals(False)
+
+    def _protocol_changed(self) -> None:
+        """Each protocol's receivers listen on their own default port; VRM/ARKit choice is VMC's."""
+        from app.senders import sender_class
+
+        protocol = self.protocol_combo.currentData()
+        self.port_spin.setValue(sender_class(protocol).DEFAULT_PORT)
+        self.expressions_combo.setEnabled(protocol == "vmc")

@@ -19,6 +19,7 @@ from app.replay import SessionSource
 from app.sources import SourceError, enumerate_cameras, open_source
 from app.stats import RollingStability
 from app.video_view import VideoView
+from engine.errors import UserError
 from engine.pose import degrees
 
 EXPRESSIONS_SHOWN = ("jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "browInnerUp")
@@ -218,9 +219,16 @@ class MainWindow(QMainWindow):
 
     def set_streaming(self, on: bool) -> None:
         if on:
-            host, port = self.controls.host_edit.text().strip(), self.controls.port_spin.value()
-            self.pipeline.start_stream(host, port)
-            self.say(f"streaming VMC to {host}:{port}")
+            c = self.controls
+            host, port = c.host_edit.text().strip(), c.port_spin.value()
+            protocol, expressions = c.protocol_combo.currentData(), c.expressions_combo.currentData()
+            try:
+                self.pipeline.start_stream(host, port, protocol, expressions)
+            except UserError as err:                 # a bad host: say it, stay off
+                self.say(str(err))
+                c.stream_check.setChecked(False)
+                return
+            self.say(f"streaming {c.protocol_combo.currentText().split(' (')[0]} to {host}:{port}")
         else:
             self.pipeline.stop_stream()
             self.say("streaming off")

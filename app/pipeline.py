@@ -9,7 +9,7 @@ from app.capture import CaptureWorker
 from app.mailbox import LatestSlot
 from app.outputs import RecordWorker, TextureWorker, session_folder
 from app.tracking import TrackWorker
-from app.vmc import VMCSender
+from app.senders import open_sender
 
 
 class Pipeline:
@@ -51,9 +51,11 @@ class Pipeline:
     def tracker(self):
         return self.track.tracker
 
-    def start_stream(self, host: str, port: int) -> None:
+    def start_stream(self, host: str, port: int, protocol: str = "vmc", expressions: str = "both") -> None:
+        """Stream through app.senders (one interface for every protocol); `expressions` is VMC's name set."""
         self.stop_stream()
-        self.track.sender = VMCSender(host, port)
+        host = f"[{host}]" if ":" in host and not host.startswith("[") else host      # IPv6 in a spec
+        self.track.sender = open_sender(f"{protocol}:{host}:{port}", expressions=expressions)
 
     def stop_stream(self) -> None:
         sender, self.track.sender = self.track.sender, None

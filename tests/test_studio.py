@@ -269,6 +269,42 @@ def test_streams_vmc_and_calibrates(window, qtbot, clip):
     assert w.pipeline.track.sender is None
 
 
+def test_stream_protocol_and_expression_set_are_choices(window, qtbot, clip):
+    """The Stream box picks the protocol (its default port follows) and, for VMC, the expression names sent."""
+    import socket
+
+    w = window(tracker=DemoTracker(), source=str(clip))
+    c = w.controls
+    c.protocol_combo.setCurrentIndex(c.protocol_combo.findData("ifacialmocap"))
+    assert c.port_spin.value() == 49983 and not c.expressions_combo.isEnabled()
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    rx.settimeout(5)
+    try:
+        c.port_spin.setValue(rx.getsockname()[1])
+        c.stream_check.setChecked(True)
+        text = rx.recv(65536).decode()
+        assert "jawOpen-" in text and "=head#" in text                       # iFacialMocap's text format
+        c.stream_check.setChecked(False)
+        c.protocol_combo.setCurrentIndex(c.protocol_combo.findData("vmc"))
+        assert c.port_spin.value() == 39539 and c.expressions_combo.isEnabled()
+        c.expressions_combo.setCurrentIndex(c.expressions_combo.findData("vrm"))
+        c.port_spin.setValue(rx.getsockname()[1])
+        while True:                                                           # drain iFacialMocap's last packets
+            rx.settimeout(0.2)
+            try:
+                rx.recv(65536)
+            except socket.timeout:
+                break
+        rx.settimeout(5)
+        c.stream_check.setChecked(True)
+        seen = b"".join(rx.recv(65536) for _ in range(6))
+        assert b"Blink_L" in seen and b"jawOpen" not in seen                  # VRM presets only
+    finally:
+        c.stream_check.setChecked(False)
+        rx.close()
+
+
 def test_main_screenshot(qtbot, clip, tmp_path):
     from app.studio import main
 
