@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 from PySide6.QtCore import QPointF
-from PySide6.QtGui import QOpenGLContext, QSurfaceFormat
+from PySide6.QtGui import QGuiApplication, QOpenGLContext, QSurfaceFormat
 from PySide6.QtOpenGLWidgets import QOpenGLWidget
 
 from engine.pose import rotation_matrix
@@ -29,7 +29,10 @@ FACE_EXTENT_CM = 22.0  # a face (forehead to chin, cheek to cheek) fits in this 
 
 
 def gl_available() -> bool:
-    """Whether Qt can make an OpenGL 3.3 context here (not on the offscreen platform)."""
+    """Whether Qt can make an OpenGL 3.3 context here for a window. Not on the offscreen platform: there a context
+    can still be created (through the X display when one is set), but the widget has no surface to draw on."""
+    if QGuiApplication.platformName() == "offscreen":
+        return False
     ctx = QOpenGLContext()
     ctx.setFormat(surface_format())
     return bool(ctx.create())
