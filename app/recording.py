@@ -413,10 +413,6 @@ def _export_cli(args) -> None:
 
     if not (args.csv or args.obj):
         raise UserError("nothing to do: give --csv FILE and/or --obj DIR")
-    if args.csv:
-        options.writable_file(args.csv, "--csv")
-    if args.obj:
-        options.writable_folder(args.obj, "--obj")
     try:
         session = load_session(args.session)
     except SessionError as err:

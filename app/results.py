@@ -23,6 +23,7 @@ class Tracked:
     raw_G: np.ndarray | None = None     # the tracker's own output, for the raw-vs-smoothed stability plot
     presence: float = 0.0
     expressions: dict = field(default_factory=dict)
+    gaze: dict | None = None            # per eye (yaw, pitch) rad for the sender's eye bones; None without eyes
     stages_ms: dict = field(default_factory=dict)  # tracker stages + ours (track, smooth, stream, latency)
     dropped: int = 0                    # stale frames dropped so far (capture → track)
 

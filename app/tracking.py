@@ -114,7 +114,6 @@ class TrackWorker(Worker):
             self.say("neutral face calibrated")
         recorded = getattr(result, "expressions", None)
         item.expressions = recorded if recorded is not None else self.estimator(G, eyes=eyes)
-        # per eye (yaw, pitch) for the sender's eye bones; an attribute beside Tracked's fields (None without eyes)
         item.gaze = self.estimator.last_gaze if recorded is None and eyes is not None else None
         stages["smooth+expr"] = (self._clock() - t) * 1e3
         self._outputs(item, stages)
@@ -122,7 +121,7 @@ class TrackWorker(Worker):
     def _outputs(self, item: Tracked, stages: dict) -> None:
         if (sender := self.sender) is not None:
             t = self._clock()
-            sender.send(item.H, item.expressions, gaze=getattr(item, "gaze", None))
+            sender.send(item.H, item.expressions, gaze=item.gaze)
             stages["stream"] = (self._clock() - t) * 1e3
         if (recorder := self.recorder) is not None and not item.frame.replayed:
             recorder.put(item)

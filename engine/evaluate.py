@@ -382,14 +382,9 @@ def plot(result: dict, path: str | Path) -> None:
     plt.close(fig)
 
 
-def check_output(out: str | Path) -> Path:
-    """OUT must be writable before the run starts (a long evaluation must not fail at its last step)."""
-    return options.writable_file(out, "--json")
-
-
 def write(result: dict, out: str | Path) -> tuple[Path, Path]:
     """OUT (JSON) and its `.png` twin, each written atomically (an earlier OUT stays whole if this fails)."""
-    out = check_output(out)
+    out = options.writable_file(out, "--json")     # engine.cli checked it before the run; this makes the folder
     options.write_json(out, _json_safe(result))
     png = out.with_suffix(".png")
     with options.atomic_path(png) as tmp:
@@ -417,7 +412,6 @@ def _fmt(r: dict) -> str:
 
 
 def _run(args) -> None:
-    check_output(args.json)
     result = evaluate(args.model, args.video, gt=args.gt, baseline=args.baseline, smooth=args.smooth,
                       max_frames=args.max_frames, threads=args.threads, start=args.start, stop=args.stop,
                       backend=args.backend)

@@ -241,7 +241,6 @@ def add_parser(sub) -> None:
 
 
 def _run(args) -> None:
-    options.writable_file(args.json, "--json")      # before the run (engine.cli checks it too)
     r = bench(args.package, args.source, args.frames, args.threads, args.rounds, args.precision)
     options.write_json(args.json, r)                # atomic: an earlier OUT stays whole if this fails
     print(json.dumps(r["stages"]), f"geometry {r['geometry_path_ms']} ms ({r['fps']} fps) on {r['backend']}, "
