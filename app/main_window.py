@@ -3,20 +3,26 @@
 The window owns a Pipeline (app.pipeline) and only polls it on a 30 ms timer, so nothing here waits for a
 camera, a tracker or a disk. Slow set-up (opening a package, probing cameras) runs on short-lived threads
 that report back through Qt signals.
+
+The performer's tuning is saved per package (app.settings.PackageSettings): opening a package loads its file,
+shows it in the controls and applies it to the track worker, the video view, the camera request and the backend
+(reopening the package when its saved backend is not the one it was opened with); each change is saved a moment
+later (SAVE_DELAY_MS, so a dragged slider is one write), a calibration at once, and the rest on close.
 """
 from __future__ import annotations
 
 import threading
 
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
-from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QSplitter
+from PySide6.QtWidgets import QDockWidget, QFileDialog, QLabel, QMainWindow, QScrollArea, QSplitter
 
-from app.controls import Controls
+from app import settings as saved
+from app.controls import Controls, size_of
 from app.gl_view import FaceGLView, gl_available
 from app.pipeline import Pipeline
 from app.plots import RollingPlot
 from app.replay import SessionSource
-from app.sources import SourceError, enumerate_cameras, open_source
+from app.sources import CameraSource, SourceError, enumerate_cameras, open_source
 from app.stats import RollingStability
 from app.video_view import VideoView
 from engine.errors import UserError
@@ -25,6 +31,8 @@ from engine.pose import degrees
 EXPRESSIONS_SHOWN = ("jawOpen", "eyeBlinkLeft", "eyeBlinkRight", "mouthSmileLeft", "browInnerUp")
 TICK_MS = 30
 PLOT_EVERY = 3  # redraw the plots every third tick (~10 Hz): plotting is the UI's main cost
+SAVE_DELAY_MS = 400
+PLOTS_HEIGHT = 170
 
 
 class _Signals(QObject):
@@ -32,15 +40,18 @@ class _Signals(QObject):
     package_opened = Signal(object, str)  # (tracker or None, path or error text)
 
 
-def open_package(path: str):
-    """The tracker of a performer package (export.runtime); "demo" gives the model-free DemoTracker."""
+def open_package(path: str, backend: str = "auto"):
+    """The tracker of a performer package (export.runtime) on `backend` (kept as `requested_backend`: the
+    tracker's `backend` says what actually runs); "demo" gives the model-free DemoTracker."""
     if path == "demo":
         from app.demo_tracker import DemoTracker
 
         return DemoTracker()
     from export.runtime import open_tracker  # imported late: the runtime pulls in onnxruntime
 
-    return open_tracker(path)
+    tracker = open_tracker(path, backend=backend)
+    tracker.requested_backend = backend
+    return tracker
 
 
 class MainWindow(QMainWindow):
@@ -57,6 +68,16 @@ class MainWindow(QMainWindow):
         self._ticks = 0
         self._stability_raw, self._stability = RollingStability(60), RollingStability(60)
         self._frame_callbacks = []  # (count, fn): called once frames_shown reaches count (screenshots)
+        self.settings = saved.PackageSettings()   # the open package's tuning (defaults until one is open)
+        self.settings_key: str | None = None      # its file's key (app.settings); None: nothing is saved
+        self.settings_note: str | None = None     # the last one-line problem with the settings file, if any
+        self.package_path: str | None = None
+        self.make_model_dialog = None
+        self._calibrations_seen = 0
+        self._forced_shaded = False
+        self._save_timer = QTimer(self)
+        self._save_timer.setSingleShot(True)
+        self._save_timer.timeout.connect(self.save_settings)
 
         self._build_views()
         self._build_docks()
@@ -68,6 +89,8 @@ class MainWindow(QMainWindow):
         self.set_tracker(tracker, package_label)
         if source:
             self.set_source(source)
+        if self.settings_note:        # said again: opening the source spoke over it
+            self.say(self.settings_note)
         self._timer = QTimer(self)
         self._timer.timeout.connect(self._tick)
         self._timer.start(TICK_MS)
@@ -90,10 +113,17 @@ class MainWindow(QMainWindow):
 
     def _build_docks(self) -> None:
         self.controls = Controls()
+        scroll = QScrollArea()            # a short screen scrolls the controls rather than squashing them
+        scroll.setWidget(self.controls)
+        scroll.setWidgetResizable(True)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setMinimumWidth(self.controls.sizeHint().width() + scroll.verticalScrollBar().sizeHint().width())
         dock = QDockWidget("Controls", self)
         dock.setObjectName("controls")
-        dock.setWidget(self.controls)
+        dock.setWidget(scroll)
         self.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, dock)
+        # the controls take the full height; the plots share the width left of them
+        self.setCorner(Qt.Corner.BottomRightCorner, Qt.DockWidgetArea.RightDockWidgetArea)
         self.plots = {
             "latency": RollingPlot("ms"),
             "rates": RollingPlot("fps"),
@@ -115,6 +145,7 @@ class MainWindow(QMainWindow):
             else:
                 self.splitDockWidget(previous, dock, Qt.Orientation.Horizontal)
             previous = dock
+        self.resizeDocks([previous], [PLOTS_HEIGHT], Qt.Orientation.Vertical)   # the video keeps the most room
 
     def _build_status(self) -> None:
         bar = self.statusBar()
@@ -132,8 +163,19 @@ class MainWindow(QMainWindow):
         c.file_button.clicked.connect(self._pick_file)
         c.replay_button.clicked.connect(self._pick_session)
         c.package_button.clicked.connect(self._pick_package)
-        c.smoothing_check.toggled.connect(self.pipeline.track.set_smoothing)
+        c.make_model_button.clicked.connect(self.make_model)
+        c.backend_combo.activated.connect(lambda i: self.set_backend(c.backend_combo.itemData(i)))
         c.calibrate_button.clicked.connect(self.pipeline.track.calibrate_neutral)
+        c.reset_calibration_button.clicked.connect(self.reset_calibration)
+        c.smoothing_check.toggled.connect(lambda on: self._change(smoothing=on))
+        c.min_cutoff_slider.valueChanged.connect(lambda v: self._change(min_cutoff=v))
+        c.beta_slider.valueChanged.connect(lambda v: self._change(beta=v))
+        c.shapes_dialog.changed.connect(lambda g, d: self._change(gains=g, dead_zones=d))
+        c.overlay_check.toggled.connect(lambda on: self._change(overlay=on))
+        c.mirror_check.toggled.connect(lambda on: self._change(mirror=on))
+        c.size_combo.activated.connect(lambda i: self._change(
+            camera=True, **dict(zip(("camera_width", "camera_height"), size_of(c.size_combo.itemData(i))))))
+        c.fps_combo.activated.connect(lambda i: self._change(camera=True, camera_fps=c.fps_combo.itemData(i)))
         c.stream_check.toggled.connect(self.set_streaming)
         c.record_check.toggled.connect(self.set_recording)
         c.record_dir_button.clicked.connect(self._pick_record_dir)
@@ -147,10 +189,14 @@ class MainWindow(QMainWindow):
         self.message_label.setText(text)
 
     def set_source(self, spec_or_source) -> None:
-        """A spec string (camera:N, synthetic, a file) or a ready source object (tests, replay)."""
+        """A spec string (camera:N, synthetic, a file) or a ready source object (tests, replay). A camera is
+        asked for the package's saved size and fps."""
         if isinstance(spec_or_source, str):
+            s = self.settings
             try:
-                source = open_source(spec_or_source, self.synthetic_clip)
+                source = open_source(spec_or_source, self.synthetic_clip,
+                                     size=(s.camera_width, s.camera_height) if s.camera_width else None,
+                                     fps=s.camera_fps or None)
             except SourceError as e:
                 self.say(str(e))
                 return
@@ -164,9 +210,14 @@ class MainWindow(QMainWindow):
 
     def set_tracker(self, tracker, label: str = "") -> None:
         self.pipeline.set_tracker(tracker)
+        c = self.controls
         if tracker is None:
             self.backend_label.setText("no performer package")
-            self.controls.package_label.setText("none: choose a package folder")
+            c.package_label.setText("none: choose a package folder")
+            c.backend_note.setText("")
+            if self._save_timer.isActive():
+                self.save_settings()
+            self.settings_key = self.package_path = None     # tuning still works, but is not saved
             return
         triangles, uv, holes = tracker.topology
         self.video.set_topology(triangles)
@@ -174,21 +225,136 @@ class MainWindow(QMainWindow):
             self.gl.set_topology(triangles, uv, holes)
         backend = getattr(tracker, "backend", "?")
         self.backend_label.setText(f"backend: {backend}")
-        self.controls.package_label.setText(label or "loaded")
-        if fallback := getattr(tracker, "fallback", None):
+        c.package_label.setText(label or "loaded")
+        fallback = getattr(tracker, "fallback", None)
+        c.backend_note.setText(fallback or f"running: {backend}")
+        self._texture_or_shaded(tracker)
+        package = getattr(tracker, "package", None)
+        self.package_path = str(package.path) if getattr(package, "path", None) is not None else None
+        c.backend_combo.setEnabled(self.package_path is not None)   # the demo tracker has no backends
+        self._load_settings(saved.package_key(tracker))
+        if fallback:
             self.say(fallback)
+        elif self.settings_note:
+            self.say(self.settings_note)
+        wanted = self.settings.backend
+        if self.package_path is not None and wanted != getattr(tracker, "requested_backend", "auto"):
+            self.load_package(self.package_path, wanted)     # opened elsewhere on another backend: reopen
 
-    def load_package(self, path: str) -> None:
-        """Open a package off the UI thread (ONNX sessions can take seconds to build)."""
+    def _texture_or_shaded(self, tracker) -> None:
+        """A package without a texture model shows its geometry: the 3D view's "shaded" mode."""
+        combo = self.controls.mode_combo
+        if not hasattr(tracker, "texture"):
+            self._forced_shaded = self._forced_shaded or combo.currentText() == "textured"
+            combo.setCurrentText("shaded")
+        elif self._forced_shaded:
+            self._forced_shaded = False
+            combo.setCurrentText("textured")
+
+    def load_package(self, path: str, backend: str | None = None) -> None:
+        """Open a package off the UI thread (ONNX sessions can take seconds to build) on `backend` (None: the
+        one saved for that package, else auto)."""
         self.say(f"opening {path}…")
 
         def work():
             try:
-                self._signals.package_opened.emit(open_package(path), path)
+                chosen = backend
+                if chosen is None:
+                    key = saved.folder_key(path)
+                    chosen = saved.load_package_settings(key)[0].backend if key else "auto"
+                self._signals.package_opened.emit(open_package(path, chosen), path)
             except Exception as e:  # a broken package is a message, not a crash
                 self._signals.package_opened.emit(None, f"cannot open {path}: {e}")
 
         threading.Thread(target=work, daemon=True).start()
+
+    def set_backend(self, backend: str) -> None:
+        """Reopen the open package on `backend` (auto|tensorrt|cuda|cpu) and remember the choice."""
+        self._change(backend=backend)
+        if self.package_path is not None:
+            self.load_package(self.package_path, backend)
+
+    def make_model(self) -> None:
+        """The "Make my model" guide (app.onboarding), a window of its own."""
+        try:
+            from app.onboarding import MakeModelDialog
+        except ImportError as e:
+            self.say(f"Make my model is not available here ({e})")
+            return
+        self.make_model_dialog = MakeModelDialog(self)
+        self.make_model_dialog.show()
+
+    # -- per-package settings ------------------------------------------------------------------------------
+    def _load_settings(self, key: str | None) -> None:
+        """Show and apply the package's saved settings. The package already open keeps its settings in memory
+        (a reopen on another backend must not read a file a pending save has not reached yet)."""
+        self._check_calibration()             # a calibration still unseen belongs to the package we leave
+        if self._save_timer.isActive():
+            self.save_settings()              # the package we leave (or reopen) keeps its last changes
+        if key is None or key != self.settings_key:
+            self.settings_key = key
+            self.settings, problems = saved.load_package_settings(key)    # None: the defaults
+            self.settings_note = saved.problems_line(key, problems) if problems else None
+        self._apply_settings()
+
+    def _apply_settings(self) -> None:
+        s, track = self.settings, self.pipeline.track
+        self.controls.apply_settings(s)
+        track.set_smoothing(s.smoothing)
+        track.set_smoothing_params(s.min_cutoff, s.beta)
+        track.set_tuning(s.gains, s.dead_zones)
+        track.set_neutral(s.neutral)          # checked when loaded: it cannot fail here
+        self._calibrations_seen = track.calibrations
+        self.video.set_overlay(s.overlay)
+        self.video.set_mirror(s.mirror)
+        self._reopen_camera()
+
+    def _change(self, camera: bool = False, **fields) -> None:
+        """A control changed some settings: apply them now, save them a moment later."""
+        for name, value in fields.items():
+            setattr(self.settings, name, value)
+        s, track = self.settings, self.pipeline.track
+        if "smoothing" in fields:
+            track.set_smoothing(s.smoothing)
+        if "min_cutoff" in fields or "beta" in fields:
+            track.set_smoothing_params(s.min_cutoff, s.beta)
+        if "gains" in fields:
+            track.set_tuning(s.gains, s.dead_zones)
+        self.video.set_overlay(s.overlay)
+        self.video.set_mirror(s.mirror)
+        if camera:
+            self._reopen_camera()
+        self._save_timer.start(SAVE_DELAY_MS)
+
+    def _reopen_camera(self) -> None:
+        """A camera source asks for the saved size and fps only when it opens: reopen it when they changed."""
+        source, s = self.pipeline.source, self.settings
+        if isinstance(source, CameraSource):
+            size = (s.camera_width, s.camera_height) if s.camera_width else None
+            if (source.size, source.requested_fps) != (size, s.camera_fps or None):
+                self.set_source(source.name)
+
+    def reset_calibration(self) -> None:
+        self.pipeline.track.set_neutral(None)
+        self.settings.neutral = None
+        self.controls.show_neutral(None)
+        self.save_settings()
+        self.say("calibration reset: the default face is neutral")
+
+    def save_settings(self) -> None:
+        """Write the package's settings now (a failure is one line in the status bar)."""
+        self._save_timer.stop()
+        if (error := saved.save_package_settings(self.settings_key, self.settings, self.package_path)) is not None:
+            self.say(error)
+
+    def _check_calibration(self) -> None:
+        """A calibration taken by the track worker is saved at once."""
+        track = self.pipeline.track
+        if track.calibrations != self._calibrations_seen:
+            self._calibrations_seen = track.calibrations
+            self.settings.neutral = track.neutral_state()
+            self.controls.show_neutral(self.settings.neutral)
+            self.save_settings()
 
     def _on_package(self, tracker, text: str) -> None:
         if tracker is None:
@@ -295,6 +461,7 @@ class MainWindow(QMainWindow):
         messages = self.pipeline.messages()
         if messages:
             self.say(messages[-1])
+        self._check_calibration()
         self._ticks += 1
         if self._ticks % PLOT_EVERY == 0:
             self._refresh_plots()
@@ -348,6 +515,9 @@ class MainWindow(QMainWindow):
         """Stop every stage; a recording (also one stopped in the background before) is closed on disk
         (`closed: true`) before the window goes."""
         self._timer.stop()
+        self._check_calibration()
+        if self._save_timer.isActive():
+            self.save_settings()
         self.pipeline.stop()
         for worker in list(self.pipeline._old):
             if worker.name == "record":

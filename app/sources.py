@@ -108,12 +108,15 @@ class _Capture:
 
 
 class CameraSource(_Capture):
-    """cv2.VideoCapture on device `index`; MJPEG first (USB webcams reach their full frame rate only with it)."""
+    """cv2.VideoCapture on device `index`; MJPEG first (USB webcams reach their full frame rate only with it).
+    `size` (w, h) and `fps` are requests made at each open (None: the camera's own); a driver may pick the nearest
+    mode it has, so `fps` then holds what it reports."""
 
     paced = True
 
-    def __init__(self, index: int, size: tuple[int, int] | None = None, mjpeg: bool = True):
-        self.index, self.size, self.mjpeg = index, size, mjpeg
+    def __init__(self, index: int, size: tuple[int, int] | None = None, mjpeg: bool = True,
+                 fps: float | None = None):
+        self.index, self.size, self.mjpeg, self.requested_fps = index, size, mjpeg, fps
         self.name = f"camera:{index}"
         self.fps = 30.0
         self._cap = None
@@ -129,6 +132,8 @@ class CameraSource(_Capture):
         if self.size:
             cap.set(cv2.CAP_PROP_FRAME_WIDTH, self.size[0])
             cap.set(cv2.CAP_PROP_FRAME_HEIGHT, self.size[1])
+        if self.requested_fps:
+            cap.set(cv2.CAP_PROP_FPS, float(self.requested_fps))
         cap.set(cv2.CAP_PROP_BUFFERSIZE, 1)  # keep the driver from queueing stale frames
         self.fps = float(cap.get(cv2.CAP_PROP_FPS) or 30.0)
         self._cap = cap
@@ -182,10 +187,12 @@ class FileSource(_Capture):
         return Frame(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), time.monotonic(), self._pos - 1)
 
 
-def open_source(spec: str, synthetic_clip: str | Path | None = None):
-    """`camera:N` | `synthetic` | a video file path → an (unopened) source."""
+def open_source(spec: str, synthetic_clip: str | Path | None = None, size: tuple[int, int] | None = None,
+                fps: float | None = None):
+    """`camera:N` | `synthetic` | a video file path → an (unopened) source; `size` and `fps` are a camera's
+    requested mode (files and synthetic play as they are)."""
     if m := re.fullmatch(r"camera:(\d+)", spec.strip()):
-        return CameraSource(int(m.group(1)))
+        return CameraSource(int(m.group(1)), size=size, fps=fps)
     if spec.strip() == "synthetic":
         if synthetic_clip is None:
             raise SourceError("no synthetic clip is configured (SYNTHETIC_CLIP)")

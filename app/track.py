@@ -3,13 +3,16 @@ of frames, a camera or the synthetic performer (torch-free; `synthetic` renders 
 
 Each frame goes through what the studio runs: the package's tracking loop, then the studio's track step
 (app.tracking.TrackWorker: One Euro smoothing unless --raw, ARKit values, the stream with --stream), then the
-studio's session recorder, so `facetrack export-session` and the studio's replay read a headless session too:
+studio's session recorder, so `facetrack export-session` and the studio's replay read a headless session too.
+The performer's tuning the studio saved for this package (app.settings: neutral calibration, per-shape gains and
+dead zones, smoothing on/off and strength) applies as in the studio, unless --no-settings:
 
     SESSION/session.json, video.mp4, frames.jsonl, vertices.f32   app.recording's session: every frame, a frame
                            with no face flagged; each line flushed to the OS as it is tracked
     SESSION/overlay.mp4    each frame with the projected mesh's triangle edges (thin, anti-aliased)
     SESSION/texture.png    the last decoded texture C(T)
-    SESSION/report.json    frames, frames_found, backend, fallback, median ms per stage, texture decode rate
+    SESSION/report.json    frames, frames_found, backend, fallback, median ms per stage, texture decode rate,
+                           settings (the studio settings file applied, or null)
 
 SIGINT, SIGTERM and SIGHUP end the session cleanly with what was tracked. One run owns its folder: a folder that
 already holds a session is refused. Texture decoding runs on a worker thread fed with only the latest (z, H), at
@@ -203,7 +206,8 @@ class _Stop:
 
 def track(package: str | Path, source: str, out: str | Path, backend: str = "auto",
           max_frames: int | None = None, texture_hz: float = TEXTURE_HZ, threads: int | None = None,
-          precision: str = "auto", stream: str | None = None, smoothing: bool = True, eyes: bool = True) -> dict:
+          precision: str = "auto", stream: str | None = None, smoothing: bool = True, eyes: bool = True,
+          settings: bool = True) -> dict:
     from app.mailbox import LatestSlot
     from app.recording import SessionRecorder
     from app.senders import open_sender
@@ -230,7 +234,11 @@ def track(package: str | Path, source: str, out: str | Path, backend: str = "aut
     print(f"backend {tracker.backend}" + (f" (fallback: {tracker.fallback})" if tracker.fallback else ""))
     step = TrackWorker(LatestSlot(), tracker)             # the studio's track step, run here without its thread
     step.set_smoothing(smoothing)
-    step.sender = sender
+    applied = apply_saved_settings(step, tracker) if settings else None
+    smoothing = step.smoothing                             # the saved settings may have turned it off
+    if applied:
+        print(f"settings {applied}")
+    step.sender = sender                                   # after them: the stream starts from the saved head pose
     every = max(1, int(round(src.fps / texture_hz)))       # in video frames, so a file session is reproducible
     edges = mesh_edges(tracker.topology[0])
     worker = TextureWorker(tracker)
@@ -291,6 +299,7 @@ def track(package: str | Path, source: str, out: str | Path, backend: str = "aut
     report = {
         "package": str(tracker.package.path), "source": src.name, "fps_source": src.fps,
         "frames": index, "frames_found": found, "smoothing": smoothing, "eyes": eyes, "stream": stream,
+        "settings": applied,
         "backend": tracker.backend, "fallback": tracker.fallback,
         "stages_ms": {k: _median(v) for k, v in stages.items()},
         "detections": tracker.detections,
@@ -304,6 +313,25 @@ def track(package: str | Path, source: str, out: str | Path, backend: str = "aut
     if found == 0:
         raise UserError(f"{src.name}: no face found in any of {index} frames (session kept in {out})")
     return report
+
+
+def apply_saved_settings(step, tracker) -> str | None:
+    """The studio's saved settings for the tracker's package applied to a track step (app.tracking.TrackWorker):
+    neutral, per-shape tuning and smoothing (--raw still wins). Returns the file applied, or None when there is
+    none; its bad fields read as defaults, said in one line."""
+    from app import settings as saved
+
+    key = saved.package_key(tracker)
+    if key is None or not saved.package_settings_file(key).is_file():
+        return None
+    s, problems = saved.load_package_settings(key)
+    if problems:
+        print(saved.problems_line(key, problems))
+    step.set_neutral(s.neutral)
+    step.set_tuning(s.gains, s.dead_zones)
+    step.set_smoothing_params(s.min_cutoff, s.beta)
+    step.set_smoothing(step.smoothing and s.smoothing)
+    return str(saved.package_settings_file(key))
 
 
 def add_parser(sub) -> None:
@@ -326,11 +354,14 @@ def add_parser(sub) -> None:
     p.add_argument("--raw", action="store_true", help="no One Euro smoothing (the studio smooths by default)")
     p.add_argument("--no-eyes", action="store_true", help="skip the iris graph (blinks from the mesh, no gaze): "
                                                            "halves the per-frame model time on a small CPU")
+    p.add_argument("--no-settings", action="store_true",
+                   help="ignore the tuning the studio saved for this package (calibration, gains, smoothing)")
     p.set_defaults(run=_run)
 
 
 def _run(args) -> None:
     r = track(args.package, args.source, args.out, args.backend, args.max_frames, args.texture_hz, args.threads,
-              args.precision, args.stream, smoothing=not args.raw, eyes=not args.no_eyes)
+              args.precision, args.stream, smoothing=not args.raw, eyes=not args.no_eyes,
+              settings=not args.no_settings)
     print(f"tracked {r['frames_found']}/{r['frames']} frames, geometry {r['stages_ms']['geometry']} ms median, "
           f"{r['texture']['decoded']} texture decodes → {args.out}")

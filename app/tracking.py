@@ -2,6 +2,10 @@
 
 Everything the UI shows comes out of `outbox` (a bounded deque the UI drains on its timer). The tracker can be
 swapped while running (package picker); a replayed frame carries its recorded result and skips tracking.
+
+The performer's tuning (app.settings, per package) comes in through set_neutral, set_smoothing_params and
+set_tuning; the ARKit values that are shown, streamed and recorded are the tuned ones (export.expressions.tune).
+A calibration made here bumps `calibrations`, so the UI knows to save `neutral_state()`.
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from app.results import Tracked
 from app.smoothing import PoseSmoother
 from app.worker import Worker
 from engine.pose import project
-from export.expressions import ExpressionEstimator
+from export.expressions import ExpressionEstimator, tune
 
 
 class TrackWorker(Worker):
@@ -25,7 +29,10 @@ class TrackWorker(Worker):
         self.slot, self._clock = slot, clock
         self.outbox: collections.deque[Tracked] = collections.deque(maxlen=32)  # the UI keeps up or loses old ones
         self.smoothing = True
-        self.sender = None            # app.vmc.VMCSender while streaming
+        self.neutral_H = None         # the calibrated head pose, given to every sender (VMC head position)
+        self.calibrations = 0         # bumped by each calibration taken from a frame
+        self._sender = None           # app.senders Sender while streaming
+        self.tuning: tuple[dict, dict] = ({}, {})   # per-shape (gains, dead zones); replaced whole, never edited
         self.recorder = None          # app.outputs.RecordWorker while recording
         self.texture = None           # app.outputs.TextureWorker when a package can decode textures
         self.estimator = ExpressionEstimator()
@@ -45,13 +52,50 @@ class TrackWorker(Worker):
     def tracker(self):
         return self._tracker
 
+    @property
+    def sender(self):
+        return self._sender
+
+    @sender.setter
+    def sender(self, sender) -> None:
+        """A new stream starts from the calibrated head position, when there is one."""
+        if sender is not None and self.neutral_H is not None:
+            sender.calibrate(self.neutral_H)
+        self._sender = sender
+
     def calibrate_neutral(self) -> None:
         """Take the next tracked face as the performer's resting face (expressions and VMC head position)."""
         self._calibrate = True
 
+    def neutral_state(self) -> dict:
+        """The current neutral as JSON-able data: the estimator's measures and eyes, and the head pose or None."""
+        state = self.estimator.neutral_state()
+        state["head"] = None if self.neutral_H is None else [float(v) for v in self.neutral_H]
+        return state
+
+    def set_neutral(self, state: dict | None) -> None:
+        """Restore a saved neutral (`neutral_state()`'s form), or None: the default face, no head pose. A sender
+        that is streaming keeps the head position it has (a new stream starts from the restored one)."""
+        if state is None:
+            self.estimator.reset_neutral()
+            self.neutral_H = None
+            return
+        self.estimator.set_neutral_state(state)
+        head = state.get("head")
+        self.neutral_H = None if head is None else np.asarray(head, np.float64)
+        if head is not None and (sender := self._sender) is not None:
+            sender.calibrate(self.neutral_H)
+
     def set_smoothing(self, on: bool) -> None:
         self.smoothing = on
         self._smoother.reset()
+
+    def set_smoothing_params(self, min_cutoff: float, beta: float) -> None:
+        """The performer's One Euro pair (app.smoothing); the filter restarts (a swap, safe mid-frame)."""
+        self._smoother = PoseSmoother(min_cutoff, beta)
+
+    def set_tuning(self, gains: dict, dead_zones: dict) -> None:
+        self.tuning = (dict(gains), dict(dead_zones))
 
     # -- the loop -----------------------------------------------------------------------------------------
     def run(self) -> None:
@@ -100,7 +144,7 @@ class TrackWorker(Worker):
         H = np.asarray(result.H, np.float64)
         item.raw_G, item.z, item.presence = G, np.asarray(result.z), float(getattr(result, "presence", 1.0))
         if self.smoothing and not frame.replayed:
-            G, H = self._smoother(G, H, frame.t)
+            G, H = self._smoother(G, H, frame.t)   # one read of the attribute: a swap lands between frames
             item.points = project(G.astype(np.float64), H)
         else:
             item.points = np.asarray(result.points)
@@ -109,11 +153,13 @@ class TrackWorker(Worker):
         if self._calibrate:
             self._calibrate = False
             self.estimator.calibrate(G, eyes)
-            if self.sender is not None:
-                self.sender.calibrate(H)
+            self.neutral_H = np.array(H, np.float64)
+            if (sender := self._sender) is not None:
+                sender.calibrate(H)
+            self.calibrations += 1
             self.say("neutral face calibrated")
-        recorded = getattr(result, "expressions", None)
-        item.expressions = recorded if recorded is not None else self.estimator(G, eyes=eyes)
+        recorded = getattr(result, "expressions", None)   # a replayed frame's values were tuned when recorded
+        item.expressions = recorded if recorded is not None else tune(self.estimator(G, eyes=eyes), *self.tuning)
         item.gaze = self.estimator.last_gaze if recorded is None and eyes is not None else None
         stages["smooth+expr"] = (self._clock() - t) * 1e3
         self._outputs(item, stages)

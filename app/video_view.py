@@ -1,4 +1,8 @@
-"""The live video with the tracked mesh drawn over it (QImage + QPainter; the frame is scaled to fit)."""
+"""The live video with the tracked mesh drawn over it (QImage + QPainter; the frame is scaled to fit).
+
+`overlay` turns the mesh off; `mirror` flips the picture (and the mesh with it) for a performer who expects a
+mirror. Both are display only: the tracked points, the stream and the recording are never mirrored.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -31,9 +35,20 @@ class VideoView(QWidget):
         self._points = None
         self.edges: np.ndarray | None = None  # None: draw the points only
         self.caption = "no source"
+        self.overlay = True
+        self.mirror = False
+        self.mesh_drawn = False               # whether the last paint drew a mesh (tests)
 
     def set_topology(self, triangles) -> None:
         self.edges = mesh_edges(triangles)
+
+    def set_overlay(self, on: bool) -> None:
+        self.overlay = on
+        self.update()
+
+    def set_mirror(self, on: bool) -> None:
+        self.mirror = on
+        self.update()
 
     def show_frame(self, rgb: np.ndarray, points: np.ndarray | None, caption: str = "") -> None:
         self._rgb = np.ascontiguousarray(rgb)
@@ -51,9 +66,14 @@ class VideoView(QWidget):
         p.fillRect(self.rect(), QColor(24, 24, 28))
         if self._rgb is not None:
             box = self._fit()
+            if self.mirror:             # reflect about the picture's centre line: image and mesh flip together
+                p.translate(box.x() * 2 + box.width(), 0)
+                p.scale(-1, 1)
             p.drawImage(box, to_qimage(self._rgb))
-            if self._points is not None:
+            self.mesh_drawn = self.overlay and self._points is not None
+            if self.mesh_drawn:
                 self._draw_mesh(p, box)
+            p.resetTransform()          # the caption reads the right way round
         p.setPen(QColor(230, 230, 230))
         p.drawText(self.rect().adjusted(8, 6, -8, -6), Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignTop,
                    self.caption)

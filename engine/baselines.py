@@ -2,7 +2,9 @@
 MediaPipe's own detect-and-track loop inside (which we cannot open), so the loop only hands it frames.
 
     mediapipe        MediaPipe FaceMesh (the legacy solution, 468 points, tracking mode): the teacher as MediaPipe
-                     ships it; G by 3D Procrustes onto the canonical shape
+                     ships it; G by 3D Procrustes onto the canonical shape. With `iris` (what `facetrack eval` opens
+                     when the ground truth has gaze): refine_landmarks=True, 478 points, the last 10 on the irises,
+                     read into FaceResult.eyes by `iris_eyes` the way engine.eyes reads our iris model's
     facelandmarker   MediaPipe Face Landmarker v2 (Tasks API, 478 points + 52 learned ARKit blendshapes): the
                      expression anchor avatar apps use today. Evaluation only: its .task bundle is on no package
                      index, so the product cannot ship it (FACELANDMARKER_TASK, or $FACETRACK_FACELANDMARKER).
@@ -21,6 +23,7 @@ from engine.errors import UserError
 from engine.tracking import FaceResult
 
 BASELINES = ("mediapipe", "facelandmarker")
+IRIS_CENTRE = {"right": 468, "left": 473}   # refined FaceMesh: each iris's centre, then its 4 edge points
 FACELANDMARKER_TASK = Path(__file__).resolve().parents[2] / "shared/data/models/mediapipe/face_landmarker.task"
 
 
@@ -32,10 +35,35 @@ def _mediapipe():
     return mp
 
 
-def _result(Y: np.ndarray, X: np.ndarray, refine: bool, expressions: dict | None = None) -> FaceResult:
+def _result(Y: np.ndarray, X: np.ndarray, refine: bool, expressions: dict | None = None,
+            eyes: dict | None = None) -> FaceResult:
     """Landmarks Y [468,3] in frame pixels (z scaled like x) → the loop's result, G fitted to the canonical shape."""
     H, G = (pose.fit if refine else pose.pose_from_landmarks)(X, Y)
-    return FaceResult(G=G, points=Y[:, :2], H=H, expressions=expressions)
+    return FaceResult(G=G, points=Y[:, :2], H=H, expressions=expressions, eyes=eyes)
+
+
+def iris_eyes(Y: np.ndarray) -> dict:
+    """FaceResult.eyes from refined FaceMesh points Y [478, ≥2] (frame pixels), in engine.eyes.eye_state's terms:
+    the iris centre's offset from the eye corners' midpoint in eye widths, along the corner line (towards the nose)
+    and across it (down), turned into (yaw, pitch) by the same gaze_angles; the lid aperture from the mesh's lid
+    pairs (export.expressions.LID_PAIRS) over the eye width."""
+    from engine.eyes import CORNERS, EYES, gaze_angles
+    from export.expressions import LID_PAIRS
+
+    Y = np.asarray(Y, np.float64)[:, :2]
+    out = {}
+    for eye in EYES:
+        a, b = Y[list(CORNERS[eye])]                      # the image-left and image-right corners
+        width = max(float(np.linalg.norm(b - a)), 1e-6)
+        right = (b - a) / width
+        along = right if eye == "right" else -right       # towards the nose (the right eye's inner corner is 133)
+        down = np.array([-right[1], right[0]])
+        offset = Y[IRIS_CENTRE[eye]] - (a + b) / 2
+        dx, dy = float(offset @ along) / width, float(offset @ down) / width
+        aperture = float(np.mean([(Y[lo] - Y[up]) @ down for up, lo in LID_PAIRS[eye]])) / width
+        iris = Y[IRIS_CENTRE[eye]:IRIS_CENTRE[eye] + 5].astype(np.float32)
+        out[eye] = {"aperture": aperture, "gaze": gaze_angles(dx, dy, eye), "offset": (dx, dy), "iris": iris}
+    return out
 
 
 class MediaPipeFaceMesh:
@@ -44,18 +72,21 @@ class MediaPipeFaceMesh:
     name = "mediapipe"
     owns_loop = True
 
-    def __init__(self, refine: bool = False):
+    def __init__(self, refine: bool = False, iris: bool = False):
         # refine=False: G by 3D Procrustes, the convention the project's reference numbers were measured with;
         # refine=True: pose.fit like the teacher model (reads ~0.025 lower stability on the dev clips).
-        self._mp, self.refine = _mediapipe(), refine
-        self.backend = f"mediapipe {self._mp.__version__} FaceMesh (TFLite, CPU)"
+        # iris: MediaPipe's refine_landmarks graph (attention mesh + irises); off by default, so the reference
+        # numbers stay those of the plain 468-point graph.
+        self._mp, self.refine, self.iris = _mediapipe(), refine, iris
+        graph = ", refine_landmarks (irises)" if iris else ""
+        self.backend = f"mediapipe {self._mp.__version__} FaceMesh{graph} (TFLite, CPU)"
         self._X = canonical.load()[0].astype(np.float64)
         self._mesh = None
         self.reset()
 
     def reset(self) -> None:
         self.close()
-        self._mesh = self._mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=False,
+        self._mesh = self._mp.solutions.face_mesh.FaceMesh(static_image_mode=False, refine_landmarks=self.iris,
                                                            max_num_faces=1)
 
     def close(self) -> None:
@@ -70,7 +101,7 @@ class MediaPipeFaceMesh:
             return None
         # z is normalised by the image width, like x: scale it by w so Y is isotropic (frame pixels).
         Y = np.array([(p.x * w, p.y * h, p.z * w) for p in res.multi_face_landmarks[0].landmark])
-        return _result(Y, self._X, self.refine)
+        return _result(Y[:468], self._X, self.refine, eyes=iris_eyes(Y) if self.iris else None)
 
 
 class FaceLandmarkerV2:
@@ -118,9 +149,10 @@ class FaceLandmarkerV2:
         return _result(Y, self._X, False, shapes)
 
 
-def open_baseline(name: str, fps: float = 30.0):
+def open_baseline(name: str, fps: float = 30.0, iris: bool = False):
+    """A baseline by name; `iris`: MediaPipe FaceMesh also reads the irises (Face Landmarker ignores it)."""
     if name == "mediapipe":
-        return MediaPipeFaceMesh()
+        return MediaPipeFaceMesh(iris=iris)
     if name == "facelandmarker":
         return FaceLandmarkerV2(fps=fps)
     raise UserError(f"unknown baseline {name!r} (choose from {', '.join(BASELINES)})")

@@ -10,6 +10,10 @@ scores them all. Per tracker, led by the measures that a frozen or jittery face 
   stability_common   Eq. 10 under one guard mask for both trackers (frozen_share: where its own mesh stood still)
   with --gt          vertex_error_nonrigid (rigid similarity removed), motion_ratio_gt, expression_r (Pearson r
                      per ground-truth expression field against the ARKit values the studio streams)
+  with gaze in GT    gaze_error_deg (angle between tracked and true gaze per eye, over the frames where the face
+                     was found and the true eye is open) and gaze_r (Pearson r of yaw and of pitch), for trackers
+                     that read the irises (a package with iris.onnx; `--baseline mediapipe` then runs FaceMesh's
+                     refine_landmarks graph); OUT then also gets a `.gaze.png`: true vs tracked gaze over time
 and the paper's: guarded/unguarded stability, image stability, NME / reprojection px of the iBUG-51 points
 against dlib (not our teacher), vertex and rotation error. OUT also gets a `.png` twin: Fig. 6 (stability per
 frame) over the face's motion per frame.
@@ -41,12 +45,13 @@ SMOOTHING = {"filter": "one_euro", "min_cutoff_hz": 1.0, "beta": 1.0, "d_cutoff_
 
 # ------------------------------------------------------------------------------------------------ trackers
 def tracker_for(model: str | Path, backend: str = "auto", threads: int | None = None,
-                fps: float = 30.0) -> tuple[FaceLoop, dict]:
+                fps: float = 30.0, iris: bool = False) -> tuple[FaceLoop, dict]:
     """The tracking loop for a MODEL argument → (loop, what was scored: tracker kind, model, package SHA-256).
 
     MODEL: a performer package (manifest.json: run through export.runtime on `backend`, what a performer runs),
     a run folder with a trained I2ZNet (torch, for development), or a name: `teacher` (our port, in our loop),
-    `mediapipe`, `facelandmarker`. Anything else is a UserError: never a silent substitute.
+    `mediapipe`, `facelandmarker`. Anything else is a UserError: never a silent substitute. `iris`: a MediaPipe
+    baseline also reads the irises (engine.baselines.iris_eyes).
     """
     name = str(model)
     if name in NAMES:
@@ -54,7 +59,7 @@ def tracker_for(model: str | Path, backend: str = "auto", threads: int | None = 
             from engine.teacher import TeacherModel      # torch: only when asked for
             loop = FaceLoop(TeacherModel())
         else:
-            loop = FaceLoop(open_baseline(name, fps))
+            loop = FaceLoop(open_baseline(name, fps, iris))
         return loop, {"tracker": "baseline", "model": name, "package_sha256": None}
     path = Path(model)
     if not path.exists():
@@ -113,10 +118,14 @@ def _load_gt(path: str | Path) -> dict:
             gt = {k: np.asarray(z[k], np.float64) for k in ("G", "H")}
             if "expr" in z.files and "expr_names" in z.files:
                 gt["expr"] = dict(zip((str(n) for n in z["expr_names"]), np.asarray(z["expr"], np.float64).T))
+            if "gaze" in z.files:
+                gt["gaze"] = np.asarray(z["gaze"], np.float64)
     except (KeyError, ValueError, OSError) as err:
         raise UserError(f"{path}: not a ground-truth .npz with G [N,468,3] and H [N,6] ({err})") from None
     if gt["G"].shape[1:] != (468, 3) or gt["H"].shape[1:] != (6,) or len(gt["G"]) != len(gt["H"]):
         raise UserError(f"{path}: need G [N,468,3] and H [N,6], got {gt['G'].shape} and {gt['H'].shape}")
+    if "gaze" in gt and gt["gaze"].shape != (len(gt["G"]), 2, 2):
+        raise UserError(f"{path}: need gaze [N,2,2] beside G [N,...], got {gt['gaze'].shape}")
     return gt
 
 
@@ -164,7 +173,8 @@ def _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference, st
     ours = Track.start(*(tracker_for(model, backend, threads, rate) if isinstance(model, (str, Path)) else model))
     base = None
     if baseline is not None:
-        base = Track.start(*(tracker_for(baseline, fps=rate) if isinstance(baseline, str) else baseline))
+        gaze = truth is not None and "gaze" in truth          # then a MediaPipe baseline reads the irises too
+        base = Track.start(*(tracker_for(baseline, fps=rate, iris=gaze) if isinstance(baseline, str) else baseline))
     if reference is None:
         from engine.reference import DlibReference
         reference = DlibReference()
@@ -215,17 +225,13 @@ def _smooth(P: np.ndarray, rate: float) -> np.ndarray:
     return out
 
 
-def arkit_series(G: np.ndarray, own: list, eyes: list | None = None) -> dict[str, np.ndarray]:
-    """ARKit values per frame {name: [T]} (NaN where lost): the tracker's own where it gives them (Face
-    Landmarker's blendshapes), else export.expressions (what the studio streams) on G, calibrated on the clip's
-    median face (the same rule for every tracker: a performer calibrates on a resting face; expressions are rare
-    enough that the median is one). `eyes` (Track.eyes): frames with the iris model's eyes read blinks and gaze from
-    it, its neutral the clip's median eyes by the same rule."""
+def _estimate(G: np.ndarray, eyes: list | None) -> tuple[list, list]:
+    """Per frame (ARKit values, gaze {side: (yaw, pitch)} or None) from export.expressions on G, calibrated on the
+    clip's median face (the same rule for every tracker: a performer calibrates on a resting face; expressions are
+    rare enough that the median is one) and, where the iris model ran (`eyes`, Track.eyes), on the clip's median
+    eyes by the same rule; None where lost. One estimator runs the frames in order, so its blink holds act."""
     T = len(G)
     found = np.isfinite(G).all((1, 2))
-    if any(e is not None for e in own):
-        names = next(e for e in own if e is not None).keys()
-        return {n: np.array([np.nan if e is None else e.get(n, np.nan) for e in own]) for n in names}
     estimator = ExpressionEstimator()
     if found.any():
         estimator.calibrate(np.median(G[found], 0))
@@ -234,9 +240,45 @@ def arkit_series(G: np.ndarray, own: list, eyes: list | None = None) -> dict[str
     if seen:
         estimator.calibrate_eyes({s: np.median([e[s]["aperture"] for e in seen]) for s in ("left", "right")},
                                  {s: tuple(np.median([e[s]["offset"] for e in seen], 0)) for s in ("left", "right")})
-    values = [estimator(G[t], eyes=eyes[t]) if found[t] else None for t in range(T)]
+    values, gaze = [], []
+    for t in range(T):
+        values.append(estimator(G[t], eyes=eyes[t]) if found[t] else None)
+        gaze.append(estimator.last_gaze if found[t] else None)
+    return values, gaze
+
+
+def arkit_series(G: np.ndarray, own: list, eyes: list | None = None) -> dict[str, np.ndarray]:
+    """ARKit values per frame {name: [T]} (NaN where lost): the tracker's own where it gives them (Face
+    Landmarker's blendshapes), else export.expressions (what the studio streams) on G and `eyes` (`_estimate`)."""
+    if any(e is not None for e in own):
+        names = next(e for e in own if e is not None).keys()
+        return {n: np.array([np.nan if e is None else e.get(n, np.nan) for e in own]) for n in names}
+    values, _ = _estimate(G, eyes)
     names = next((v for v in values if v is not None), {}).keys()
     return {n: np.array([np.nan if v is None else v[n] for v in values]) for n in names}
+
+
+def gaze_series(G: np.ndarray, eyes: list) -> np.ndarray:
+    """The gaze the studio streams, [T, 2, 2] ((left, right) × (yaw, pitch), radians; NaN where lost or where the
+    tracker read no eyes): export.expressions' gaze relative to the clip's median eyes (`_estimate`)."""
+    _, gaze = _estimate(G, eyes)
+    nan = np.full((2, 2), np.nan)
+    return np.array([nan if g is None else [g["left"], g["right"]] for g in gaze], np.float64).reshape(-1, 2, 2)
+
+
+def _gaze_scores(G: np.ndarray, eyes: list, gt: dict, m: int) -> dict:
+    """gaze_error_deg and gaze_r on the first m frames, over the frames where the true eye is open (its lid field
+    below engine.synth.BLINK_CLOSED, where the synthetic iris is visible) and the tracker has a gaze; the tracked
+    series (gaze_per_frame), and the truth for the plot (working keys)."""
+    from engine.synth import BLINK_CLOSED, SIDES
+
+    tracked, truth = gaze_series(G[:m], eyes[:m]), gt["gaze"][:m]
+    lids = np.stack([gt["expr"][f"blink_{s}"][:m] for s in SIDES], -1) if "expr" in gt else np.zeros((m, 2))
+    open_ = lids < BLINK_CLOSED
+    return {"gaze_error_deg": metrics.gaze_error_deg(tracked, truth, open_),
+            "gaze_r": metrics.gaze_r(tracked, truth, open_),
+            "gaze_per_frame": tracked.tolist(),
+            "_gaze": tracked, "_gaze_truth": truth, "_gaze_open": open_}
 
 
 def score(track: Track, dlib: np.ndarray, gt: dict | None, smooth: bool, rate: float) -> dict:
@@ -274,6 +316,9 @@ def score(track: Track, dlib: np.ndarray, gt: dict | None, smooth: bool, rate: f
         "pose_error_deg": None,
         "motion_ratio_gt": None,
         "expression_r": None,
+        "gaze_error_deg": None,
+        "gaze_r": None,
+        "gaze_per_frame": None,                 # [T][2][2] radians as the truth's `gaze`, when gaze was scored
         "gt_frames": None,
         "ms_per_frame": float(np.median(track.ms)),
         "stability_per_frame": st and st["per_frame"],
@@ -296,6 +341,8 @@ def score(track: Track, dlib: np.ndarray, gt: dict | None, smooth: bool, rate: f
             arkit = {k: v[:m] for k, v in arkit_series(G, track.expressions, track.eyes).items()}
             truth = {k: v[:m] for k, v in gt["expr"].items() if k in metrics.GT_TO_ARKIT}
             r["expression_r"] = metrics.expression_r(metrics.gt_channels(arkit), truth)
+        if "gaze" in gt and any(e is not None for e in track.eyes):
+            r.update(_gaze_scores(G, track.eyes, gt, m))
     return r
 
 
@@ -382,13 +429,49 @@ def plot(result: dict, path: str | Path) -> None:
     plt.close(fig)
 
 
+def plot_gaze(result: dict, path: str | Path) -> None:
+    """True vs tracked yaw and pitch (degrees) over the frames, the subject's left eye (the right one follows the
+    same truth), ours and the baseline where they read gaze; frames where the true eye is closed are shaded."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    scored = next(r for r in (result, result.get("baseline")) if r and "_gaze_truth" in r)
+    truth, open_ = scored["_gaze_truth"], scored["_gaze_open"]
+    t = np.arange(len(truth))
+    def median(r, side):
+        v = r["gaze_error_deg"][side]["median"]
+        return "n/a" if v is None else f"{v:.1f}°"
+
+    fig, axes = plt.subplots(2, 1, figsize=(8, 4.6), dpi=100, sharex=True)
+    for j, (ax, axis) in enumerate(zip(axes, ("yaw (> 0: subject's right)", "pitch (> 0: down)"))):
+        ax.plot(t, np.degrees(truth[:, 0, j]), color="k", lw=1.6, label="ground truth")
+        for r, colour in ((result, "tab:red"), (result.get("baseline"), "tab:blue")):
+            if r and "_gaze" in r:
+                label = f"{_label(r)} (median error: left {median(r, 'left')}, right {median(r, 'right')})"
+                ax.plot(t, np.degrees(r["_gaze"][:, 0, j]), color=colour, lw=0.9, label=label)
+        ax.fill_between(t, 0, 1, where=~open_[:, 0], transform=ax.get_xaxis_transform(), color="0.85", lw=0)
+        ax.set_ylabel(f"{axis.split()[0]} (°)")
+        ax.set_title(f"left eye {axis}", fontsize=8, loc="left")
+        ax.grid(alpha=0.3)
+    fig.legend(*axes[0].get_legend_handles_labels(), fontsize=7, loc="upper center", ncol=3, frameon=False)
+    axes[1].set_xlabel(f"Frame of {Path(result['video']).name} (shaded: eye closed in the truth, not scored)")
+    fig.tight_layout(rect=(0, 0, 1, 0.94))
+    fig.savefig(path, format="png")
+    plt.close(fig)
+
+
 def write(result: dict, out: str | Path) -> tuple[Path, Path]:
-    """OUT (JSON) and its `.png` twin, each written atomically (an earlier OUT stays whole if this fails)."""
+    """OUT (JSON) and its `.png` twin (and `.gaze.png` when gaze was scored), each written atomically (an earlier
+    OUT stays whole if this fails)."""
     out = options.writable_file(out, "--json")     # engine.cli checked it before the run; this makes the folder
     options.write_json(out, _json_safe(result))
     png = out.with_suffix(".png")
     with options.atomic_path(png) as tmp:
         plot(result, tmp)
+    if any(r and "_gaze_truth" in r for r in (result, result.get("baseline"))):
+        with options.atomic_path(out.with_suffix(".gaze.png")) as tmp:
+            plot_gaze(result, tmp)
     return out, png
 
 
@@ -408,6 +491,11 @@ def _fmt(r: dict) -> str:
                  f" pose {f(r['pose_error_deg'], '.2f')}°, motion ratio {f(r['motion_ratio_gt'], '.2f')}")
     if expr:
         line += "\n  expression r: " + ", ".join(f"{k} {f(v, '.2f')}" for k, v in expr.items())
+    if r.get("gaze_error_deg"):
+        e, c = r["gaze_error_deg"], r["gaze_r"]
+        line += "\n  gaze error: " + ", ".join(
+            f"{s} {f(e[s]['mean'], '.1f')}° mean, {f(e[s]['median'], '.1f')}° median over {e[s]['frames']} frames "
+            f"(r yaw {f(c[s]['yaw'], '.2f')}, pitch {f(c[s]['pitch'], '.2f')})" for s in e)
     return line
 
 

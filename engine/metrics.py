@@ -3,7 +3,7 @@
 - temporal stability (paper Eq. 10) on canonical-frame vertices G, or on image-space points;
 - NME / reprojection error of the 51 inner iBUG-68 points against a reference that is not our teacher
   (engine.reference: dlib's 68-point predictor);
-- vertex error and pose error against ground truth (synthetic clips);
+- vertex error and pose error against ground truth (synthetic clips); gaze error and gaze r;
 - the One Euro filter (Casiez et al. 2012). Research metrics are reported with smoothing off.
 
 numpy only: the live app uses this module too, and it never imports torch.
@@ -340,6 +340,56 @@ def gt_channels(arkit: dict) -> dict:
         series = [np.asarray(arkit[n], np.float64) for n in names if n in arkit]
         if series:
             out[gt] = np.mean(series, axis=0)
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- gaze
+# Gaze is per eye (yaw, pitch) in radians in app.senders' convention, [T, 2, 2] as (left, right) × (yaw, pitch),
+# the layout of the synthetic performer's `gaze` (engine.synth).
+GAZE_SIDES = ("left", "right")
+
+
+def gaze_direction(gaze) -> np.ndarray:
+    """Unit gaze vectors [..., 3] for (yaw, pitch) [..., 2] as engine.eyes.gaze_angles defines the angles: the iris
+    centre sits sin(yaw), sin(pitch) eyeball radii from straight ahead (x towards the subject's right, y down,
+    z straight ahead)."""
+    s = np.sin(np.asarray(gaze, np.float64))
+    z = np.sqrt(np.clip(1.0 - (s**2).sum(-1), 0.0, None))
+    return np.concatenate([s, z[..., None]], -1)
+
+
+def _gaze_frames(pred: np.ndarray, truth: np.ndarray, mask) -> np.ndarray:
+    """[T, 2] bool: frames and eyes where both gazes are finite and `mask` (default all) allows."""
+    pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
+    if pred.shape != truth.shape or pred.shape[1:] != (2, 2):
+        raise ValueError(f"need two [T, 2, 2] gaze series, got {pred.shape} and {truth.shape}")
+    ok = np.isfinite(pred).all(-1) & np.isfinite(truth).all(-1)
+    return ok if mask is None else ok & np.asarray(mask, bool)
+
+
+def gaze_error_deg(pred, truth, mask=None) -> dict:
+    """Angle (degrees) between tracked and true gaze directions (`gaze_direction`), per eye over the frames where
+    both are finite and mask [T, 2] is true: {side: {"mean", "median", "frames"}} (mean/median None on no frame)."""
+    ok = _gaze_frames(pred, truth, mask)
+    a, b = gaze_direction(pred), gaze_direction(truth)
+    angle = np.degrees(np.arctan2(np.linalg.norm(np.cross(a, b), axis=-1), (a * b).sum(-1)))  # exact at 0°
+    out = {}
+    for k, side in enumerate(GAZE_SIDES):
+        e = angle[ok[:, k], k]
+        out[side] = {"mean": float(e.mean()) if e.size else None, "median": float(np.median(e)) if e.size else None,
+                     "frames": int(e.size)}
+    return out
+
+
+def gaze_r(pred, truth, mask=None) -> dict:
+    """Pearson r of tracked against true yaw and pitch per eye, over the frames `gaze_error_deg` uses:
+    {side: {"yaw", "pitch"}} (None where `pearson_r` has none)."""
+    ok = _gaze_frames(pred, truth, mask)
+    pred, truth = np.asarray(pred, np.float64), np.asarray(truth, np.float64)
+    out = {}
+    for k, side in enumerate(GAZE_SIDES):
+        p, t = pred[ok[:, k], k], truth[ok[:, k], k]
+        out[side] = {axis: pearson_r(p[:, j], t[:, j]) for j, axis in enumerate(("yaw", "pitch"))}
     return out
 
 

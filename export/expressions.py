@@ -17,6 +17,9 @@ instead, relative to the calibrated open aperture, and the eight eyeLook* from i
 gaze (see `ExpressionEstimator.gaze`); without it eyeLook* are 0 and the blinks are G's.
 
 Shapes we cannot see (cheek puff, tongue...) are 0. Pure numpy; no torch.
+
+Per performer, `tune` reshapes each value with a dead zone and a gain (the studio saves them per package), and
+`ExpressionEstimator.neutral_state()` / `set_neutral_state()` carry a calibration as plain JSON-able data.
 """
 from __future__ import annotations
 
@@ -140,6 +143,63 @@ def _activations(m: dict[str, float], n: dict[str, float]) -> dict[str, float]:
     return out
 
 
+# Per-shape tuning limits: a gain past 4 or a dead zone past 0.9 only ever gives 0 or 1.
+GAIN_RANGE, DEAD_ZONE_RANGE = (0.0, 4.0), (0.0, 0.9)
+# The keys `measures` gives (a stored neutral must have all of them).
+NEUTRAL_KEYS = frozenset(("chin", "lipGap", "lipZ", "lipX", "chinX") + tuple(
+    f"{k}_{side}" for side in SIDES
+    for k in ("aperture", "cornerUp", "cornerOut", "browInnerUp", "browOuterUp", "browInnerOut")))
+
+
+def tune(values: dict[str, float], gains: dict[str, float] | None = None,
+         dead_zones: dict[str, float] | None = None) -> dict[str, float]:
+    """Per-shape dead zone then gain: a value at or below its dead zone d reads 0, the rest is rescaled
+    (v − d) / (1 − d) so 1 stays reachable, times the gain, clipped to [0, 1]. Names without an entry (and
+    names not in `values`) are left as they are; a new dict is returned."""
+    out = dict(values)
+    gains, dead_zones = gains or {}, dead_zones or {}
+    for name in set(gains) | set(dead_zones):
+        if name not in out:
+            continue
+        d = float(np.clip(dead_zones.get(name, 0.0), *DEAD_ZONE_RANGE))
+        v = max(float(out[name]) - d, 0.0) / (1.0 - d)
+        out[name] = float(np.clip(v * float(gains.get(name, 1.0)), 0.0, 1.0))
+    return out
+
+
+def check_neutral(state) -> dict:
+    """A neutral calibration as stored (`neutral_state()`), checked: {"measures": {key: float} with exactly the
+    keys `measures` gives, "eyes": {side: {"aperture": float > 0, "offset": [dx, dy]}}}. Returns it normalised
+    (floats, offsets as tuples); raises ValueError with a short reason."""
+    if not isinstance(state, dict):
+        raise ValueError("not an object")
+    m = state.get("measures")
+    if not isinstance(m, dict) or set(m) != NEUTRAL_KEYS:
+        raise ValueError("measures missing or incomplete")
+    out = {"measures": {k: _finite(v, f"measures.{k}", 10.0) for k, v in m.items()}, "eyes": {}}
+    if min(out["measures"]["aperture_left"], out["measures"]["aperture_right"]) <= 0:
+        raise ValueError("a closed eye cannot be the neutral face")
+    eyes = state.get("eyes")
+    if not isinstance(eyes, dict):
+        raise ValueError("eyes missing")
+    for side in SIDES:
+        e = eyes.get(side)
+        if not isinstance(e, dict) or not isinstance(e.get("offset"), (list, tuple)) or len(e["offset"]) != 2:
+            raise ValueError(f"eyes.{side} malformed")
+        aperture = _finite(e.get("aperture"), f"eyes.{side}.aperture", 2.0)
+        if aperture <= 0:
+            raise ValueError(f"eyes.{side}.aperture must be > 0")
+        out["eyes"][side] = {"aperture": aperture,
+                             "offset": tuple(_finite(v, f"eyes.{side}.offset", 1.0) for v in e["offset"])}
+    return out
+
+
+def _finite(value, what: str, bound: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not abs(value) <= bound:
+        raise ValueError(f"{what} is not a number within ±{bound:g}")
+    return float(value)
+
+
 class ExpressionEstimator:
     """G [468,3] → {ARKit name: value in [0, 1]} for all 52 names, relative to a calibrated neutral face."""
 
@@ -148,7 +208,25 @@ class ExpressionEstimator:
             from engine import canonical  # the mean resting face until the performer calibrates
 
             neutral_G = canonical.load()[0]
+        self._default_G = np.asarray(neutral_G)
         self.calibrate(neutral_G)
+
+    def reset_neutral(self) -> None:
+        """Back to the face given at construction (the canonical one by default): forget a calibration."""
+        self.calibrate(self._default_G)
+
+    def neutral_state(self) -> dict:
+        """The calibrated neutral as plain JSON-able data (see `check_neutral`)."""
+        return {"measures": dict(self.neutral),
+                "eyes": {s: {"aperture": e["aperture"], "offset": list(e["offset"])}
+                         for s, e in self.neutral_eyes.items()}}
+
+    def set_neutral_state(self, state) -> None:
+        """Restore a neutral saved by `neutral_state()`; ValueError (nothing changed) when it is malformed."""
+        state = check_neutral(state)
+        self.neutral, self.neutral_eyes = state["measures"], state["eyes"]
+        self._held = {}
+        self.last_gaze = None
 
     def calibrate(self, G: np.ndarray, eyes: dict | None = None) -> None:
         """Take G (the performer at rest, looking at the camera) as the face that reads all zeros; with `eyes`

@@ -12,7 +12,7 @@ from engine.errors import UserError
 REQUIRED = {"frames", "frames_lost", "stability", "stability_unguarded", "stability_excluded", "stability_image",
             "nme", "reprojection_px", "vertex_error", "pose_error_deg", "backend", "ms_per_frame", "model",
             "tracker", "package_sha256", "motion_mm", "motion_ratio", "stability_common", "frozen_share",
-            "vertex_error_nonrigid", "motion_ratio_gt", "expression_r"}
+            "vertex_error_nonrigid", "motion_ratio_gt", "expression_r", "gaze_error_deg", "gaze_r"}
 
 
 @pytest.fixture(scope="module")

@@ -4,6 +4,7 @@ Widgets run on Qt's offscreen platform when there is no display. The GL test nee
     xvfb-run -a python -m pytest tests/test_studio.py
 (it skips otherwise). The stand-in tracker is app.demo_tracker.DemoTracker (the runtime's interface).
 """
+import json
 import os
 import subprocess
 import sys
@@ -305,11 +306,12 @@ def test_stream_protocol_and_expression_set_are_choices(window, qtbot, clip):
         rx.close()
 
 
-def test_main_screenshot(qtbot, clip, tmp_path):
-    from app.studio import main
-
+def test_main_screenshot(clip, tmp_path):
+    # In a process of its own: once app.exec() has run with the workers' threads, PySide's later qWait calls in
+    # this process keep the GIL, and the tests after it would see their workers starve.
     png = tmp_path / "studio.png"
-    assert main(["--package", "demo", "--source", str(clip), "--screenshot", str(png), "--frames", "15"]) == 0
+    subprocess.run([sys.executable, "-m", "app.studio", "--package", "demo", "--source", str(clip),
+                    "--screenshot", str(png), "--frames", "15"], check=True, cwd=ROOT, timeout=180)
     img = cv2.imread(str(png))
     assert img is not None and img.shape[0] > 300 and img.shape[1] > 600
 
@@ -361,3 +363,223 @@ def test_gl_view_draws_the_face(qtbot, tmp_path):
     img.save(str(tmp_path / "gl_wireframe.png"))
     lines = np.abs(wire.astype(int) - bg).max(-1) > 10
     assert 0.01 < lines.mean() < face.mean()  # edges only: fewer pixels than the filled face
+
+
+# ------------------------------------------------------------------------ performer controls, per package
+def _sample_tracker():
+    from app.main_window import open_package
+    from export.package import SAMPLE_PACKAGE
+
+    return open_package(str(SAMPLE_PACKAGE))          # read-only: settings live in the test's own config
+
+
+@pytest.fixture(scope="module")
+def still_clip(tmp_path_factory) -> Path:
+    """The sample package's first frame, held still for 1 s: a performer at rest."""
+    from export.package import SAMPLE_PACKAGE
+
+    cap = cv2.VideoCapture(str(SAMPLE_PACKAGE / "synthetic.mp4"))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok
+    path = tmp_path_factory.mktemp("still") / "still.mp4"
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), 30, (frame.shape[1], frame.shape[0]))
+    for _ in range(30):
+        writer.write(frame)
+    writer.release()
+    return path
+
+
+def _activate(combo, data) -> None:
+    """Pick an item as a user does (`activated` is what the window listens to)."""
+    i = combo.findData(data)
+    assert i >= 0
+    combo.setCurrentIndex(i)
+    combo.activated.emit(i)
+
+
+def test_controls_are_saved_per_package_and_restored(window, qtbot):
+    from app import settings as saved
+
+    w = window(tracker=_sample_tracker())
+    c = w.controls
+    key = w.settings_key
+    assert key and saved.package_settings_file(key).parent == saved.config_dir() / "packages"
+    c.min_cutoff_slider.slider.setValue(20)
+    c.beta_slider.slider.setValue(35)
+    c.smoothing_check.setChecked(False)
+    c.overlay_check.setChecked(False)
+    c.mirror_check.setChecked(True)
+    _activate(c.size_combo, "1280x720")
+    _activate(c.fps_combo, 60)
+    c.shapes_dialog.gain["jawOpen"].setValue(1.5)
+    c.shapes_dialog.dead_zone["browInnerUp"].setValue(0.2)
+    cutoff, beta = c.min_cutoff_slider.value(), c.beta_slider.value()
+    assert cutoff < 0.5 and beta == 3.5
+    assert w.pipeline.track._smoother.min_cutoff == cutoff and not w.pipeline.track.smoothing
+    assert w.pipeline.track.tuning == ({"jawOpen": 1.5}, {"browInnerUp": 0.2})
+    w.close()                                              # a pending save is written on close
+    assert json.loads(saved.package_settings_file(key).read_text())["camera"]["fps"] == 60
+
+    w2 = window(tracker=_sample_tracker())
+    c2 = w2.controls
+    assert (c2.min_cutoff_slider.value(), c2.beta_slider.value()) == (cutoff, beta)
+    assert c2.min_cutoff_slider.label.text() == f"{cutoff:.2f} Hz"
+    assert not c2.smoothing_check.isChecked() and not c2.overlay_check.isChecked() and c2.mirror_check.isChecked()
+    assert c2.size_combo.currentData() == "1280x720" and c2.fps_combo.currentData() == 60
+    assert c2.shapes_dialog.gain["jawOpen"].value() == 1.5 and c2.shapes_dialog.values()[1] == {"browInnerUp": 0.2}
+    track = w2.pipeline.track
+    assert (track._smoother.min_cutoff, track._smoother.beta, track.smoothing) == (cutoff, beta, False)
+    assert track.tuning == ({"jawOpen": 1.5}, {"browInnerUp": 0.2})
+    assert not w2.video.overlay and w2.video.mirror
+    w2.set_source("camera:9")                              # the saved camera mode is what a camera is asked for
+    assert (w2.pipeline.source.size, w2.pipeline.source.requested_fps) == ((1280, 720), 60)
+    _activate(c2.fps_combo, 15)                            # a change reopens the camera with it
+    assert w2.pipeline.source.requested_fps == 15
+
+
+def test_calibration_is_saved_and_restored(window, qtbot, still_clip):
+    from app import settings as saved
+
+    w = window(tracker=_sample_tracker(), source=str(still_clip))
+    qtbot.waitUntil(lambda: w.pipeline.track.last is not None and w.pipeline.track.last.found, timeout=20000)
+    assert max(w.pipeline.track.last.expressions.values()) > 0.2     # this face is not the default neutral
+    assert not w.controls.reset_calibration_button.isEnabled()
+    w.controls.calibrate_button.click()
+    qtbot.waitUntil(lambda: w.settings.neutral is not None, timeout=10000)
+    assert "calibrated" in w.controls.neutral_label.text() and w.controls.reset_calibration_button.isEnabled()
+    stored = json.loads(saved.package_settings_file(w.settings_key).read_text())["neutral"]
+    assert set(stored) == {"measures", "eyes", "head"} and len(stored["head"]) == 6
+    w.close()
+
+    w2 = window(tracker=_sample_tracker(), source=str(still_clip))
+    assert w2.settings.neutral is not None and "calibrated" in w2.controls.neutral_label.text()
+    qtbot.waitUntil(lambda: w2.frames_shown >= 8 and w2.pipeline.track.last.found, timeout=20000)
+    assert max(w2.pipeline.track.last.expressions.values()) < 0.1   # the resting face reads ~0
+    w2.controls.reset_calibration_button.click()
+    assert w2.settings.neutral is None
+    assert json.loads(saved.package_settings_file(w2.settings_key).read_text())["neutral"] is None
+
+
+def test_backend_choice_reopens_and_shows_the_fallback(window, qtbot):
+    from app import settings as saved
+
+    w = window(tracker=_sample_tracker())
+    assert w.controls.backend_combo.isEnabled() and w.controls.backend_note.text()
+    _activate(w.controls.backend_combo, "cuda")
+    qtbot.waitUntil(lambda: getattr(w.pipeline.tracker, "requested_backend", None) == "cuda", timeout=20000)
+    note = w.controls.backend_note.text()
+    assert note.startswith("wanted cuda") and "running on cpu" in note and "\n" not in note
+    w.close()
+    assert json.loads(saved.package_settings_file(w.settings_key).read_text())["backend"] == "cuda"
+
+    w2 = window(tracker=_sample_tracker())         # opened on auto: the saved backend reopens it on cuda
+    qtbot.waitUntil(lambda: getattr(w2.pipeline.tracker, "requested_backend", None) == "cuda", timeout=20000)
+    assert w2.controls.backend_combo.currentData() == "cuda"
+
+
+def _green_pixels(view) -> int:
+    img = view.grab().toImage().convertToFormat(view.grab().toImage().Format.Format_RGB888)
+    arr = np.frombuffer(img.constBits(), np.uint8).reshape(img.height(), img.bytesPerLine())
+    rgb = arr[:, : img.width() * 3].reshape(img.height(), img.width(), 3).astype(int)
+    return int(((rgb[..., 1] > 180) & (rgb[..., 0] < 150) & (rgb[..., 2] < 200)).sum())
+
+
+def test_overlay_off_draws_no_mesh(window, qtbot, clip):
+    w = window(tracker=DemoTracker(), source=str(clip))
+    qtbot.waitUntil(lambda: w.frames_shown >= 5 and w.video._points is not None, timeout=15000)
+    assert _green_pixels(w.video) > 200 and w.video.mesh_drawn
+    w.controls.overlay_check.setChecked(False)
+    assert _green_pixels(w.video) == 0 and not w.video.mesh_drawn
+    w.controls.overlay_check.setChecked(True)
+    assert _green_pixels(w.video) > 200
+
+
+def test_mirror_preview_flips_the_picture_only(qtbot):
+    from app.controls import MIRROR_TIP
+    from app.video_view import VideoView
+
+    view = VideoView()
+    qtbot.addWidget(view)
+    view.resize(320, 240)
+    rgb = np.zeros((240, 320, 3), np.uint8)
+    rgb[:, :80] = (255, 0, 0)                            # red on the left of the frame
+    points = np.array([[10.0, 120.0]] * 468)
+    view.overlay = False
+    view.show_frame(rgb, points)
+
+    def red_side():
+        img = view.grab().toImage()
+        return "left" if img.pixelColor(20, 120).red() > 200 else "right" if img.pixelColor(300, 120).red() > 200 \
+            else None
+
+    assert red_side() == "left"
+    view.set_mirror(True)
+    assert red_side() == "right" and view._points[0, 0] == 10.0     # the data is not mirrored
+    assert "not mirrored" in MIRROR_TIP                              # and the tooltip says so
+
+
+def test_bad_settings_file_is_one_line_and_defaults(window, qtbot):
+    from app import settings as saved
+
+    path = saved.package_settings_file("demo")
+    path.parent.mkdir(parents=True)
+    path.write_text(json.dumps({"smoothing": {"min_cutoff": "fast", "beta": 2.0}, "overlay": 7,
+                                "shapes": {"jawOpen": {"gain": 2.0}, "nope": {}}}))
+    w = window(tracker=DemoTracker())
+    text = w.message_label.text()
+    assert "ignored" in text and "min_cutoff" in text and "\n" not in text
+    assert w.controls.min_cutoff_slider.value() == 1.0 and w.controls.beta_slider.value() == 2.0
+    assert w.controls.overlay_check.isChecked() and w.pipeline.track.tuning[0] == {"jawOpen": 2.0}
+
+
+def test_unwritable_config_is_a_message(window, qtbot, tmp_path, monkeypatch):
+    blocker = tmp_path / "cfg"
+    blocker.write_text("")
+    monkeypatch.setenv("FACETRACK_CONFIG", str(blocker))
+    w = window(tracker=DemoTracker())
+    w.controls.mirror_check.setChecked(True)
+    w.save_settings()
+    assert w.message_label.text().startswith("cannot save settings") and w.video.mirror
+
+
+def test_a_package_without_texture_shows_the_shaded_view(window, qtbot):
+    class Geometry:                                     # a package without a face model: no texture
+        backend, fallback = "cpu", None
+
+        def __init__(self):
+            self._demo = DemoTracker()
+            self.topology = self._demo.topology
+
+        def __call__(self, frame):
+            return self._demo(frame)
+
+    w = window(tracker=Geometry())
+    assert w.controls.mode_combo.currentText() == "shaded" and w.pipeline.texture is None
+    w.set_tracker(DemoTracker())
+    assert w.controls.mode_combo.currentText() == "textured"
+
+
+def test_make_model_button(window, qtbot, monkeypatch):
+    import types
+
+    from PySide6.QtWidgets import QDialog
+
+    w = window(tracker=DemoTracker())
+    monkeypatch.setitem(sys.modules, "app.onboarding", None)      # the module is not there: one line
+    w.controls.make_model_button.click()
+    assert "Make my model" in w.message_label.text() and w.make_model_dialog is None
+
+    fake = types.ModuleType("app.onboarding")
+
+    class MakeModelDialog(QDialog):
+        def __init__(self, parent):
+            super().__init__(parent)
+            self.opened_by = parent
+
+    fake.MakeModelDialog = MakeModelDialog
+    monkeypatch.setitem(sys.modules, "app.onboarding", fake)
+    w.controls.make_model_button.click()
+    assert isinstance(w.make_model_dialog, MakeModelDialog) and w.make_model_dialog.isVisible()
+    assert w.make_model_dialog.opened_by is w
+    w.make_model_dialog.close()

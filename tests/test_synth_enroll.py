@@ -16,9 +16,10 @@ def test_synth_contract_and_determinism(lab_clip, tmp_path):
     gt = np.load(lab_clip / "gt.npz")
     assert gt["G"].shape == (40, 468, 3) and gt["H"].shape == (40, 6) and gt["expr"].shape == (40, 8)
     assert list(gt["expr_names"]) == list(synth.expressions.NAMES)
+    assert gt["gaze"].shape == (40, 2, 2) and np.abs(gt["gaze"]).max() <= np.radians(25.0) + 1e-6
     again = synth.write_clip(tmp_path, frames=40, domain="lab", seed=3, size=(320, 240))
     gt2 = np.load(again / "gt.npz")
-    for key in ("G", "H", "expr"):
+    for key in ("G", "H", "expr", "gaze"):
         np.testing.assert_array_equal(gt[key], gt2[key])
     a, b = list(video.frames(lab_clip / "video.mp4")), list(video.frames(again / "video.mp4"))
     assert len(a) == len(b) == 40
