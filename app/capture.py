@@ -1,4 +1,8 @@
-"""Capture worker: reads the source into a LatestSlot; paces files to their fps; reconnects lost sources."""
+"""Capture worker: reads the source into a LatestSlot; paces files to their fps; reconnects lost sources.
+
+Taps (callables given every captured Frame, on this thread) see each frame, also those the tracker never gets
+because a newer one replaced it in the slot: a recorder of the raw video (app.make_model) needs them all. A tap
+must be quick (hand the frame to its own thread); one that raises is reported and skipped for that frame."""
 from __future__ import annotations
 
 import time
@@ -10,9 +14,10 @@ from app.worker import Worker
 class CaptureWorker(Worker):
     RECONNECT_S = 1.0  # poll a lost camera (or missing file) this often
 
-    def __init__(self, source, slot: LatestSlot, clock=time.monotonic):
+    def __init__(self, source, slot: LatestSlot, clock=time.monotonic, taps: tuple = ()):
         super().__init__("capture")
         self.source, self.slot, self._clock = source, slot, clock
+        self.taps = tuple(taps)  # replaced whole (never mutated), so the loop reads a consistent set
         self.connected = False
         self.frames = 0
 
@@ -51,6 +56,8 @@ class CaptureWorker(Worker):
             self.times.add({"capture": (self._clock() - t0) * 1e3})
             self.rate.tick()
             self.frames += 1
+            for tap in self.taps:
+                self.attempt("frame tap", tap, frame)
             self.slot.put(frame)
             if not getattr(self.source, "paced", True):  # a file: play at its fps, not as fast as it decodes
                 next_t += 1.0 / self.source.fps

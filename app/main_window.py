@@ -361,6 +361,9 @@ class MainWindow(QMainWindow):
             self.say(text)
             return
         self.set_tracker(tracker, text)
+        from app.studio import remember_opened
+
+        remember_opened(text, tracker)       # the performer's own package opens at the next launch
         self.say(f"package: {text}")
 
     def find_cameras(self) -> None:

@@ -21,6 +21,7 @@ class Pipeline:
         self.recording: RecordWorker | None = None
         self.texture_hz = texture_hz
         self._old: list = []  # stopped workers whose messages are still to be shown
+        self._taps: tuple = ()  # callables given every captured frame (app.capture), kept across sources
         self.set_tracker(tracker)
 
     # -- configuration (UI thread) ---------------------------------------------------------------------------
@@ -30,7 +31,19 @@ class Pipeline:
             self._old.append(self.capture)
         self.stop_recording()  # a session holds one source's frames (one frame size)
         self.slot.clear()
-        self.capture = CaptureWorker(source, self.slot).start() if source is not None else None
+        self.capture = CaptureWorker(source, self.slot, taps=self._taps).start() if source is not None else None
+
+    def add_tap(self, fn) -> None:
+        """fn(frame) for every captured frame from now on, on the capture thread (it must not block)."""
+        self._set_taps((*self._taps, fn))
+
+    def remove_tap(self, fn) -> None:
+        self._set_taps(tuple(t for t in self._taps if t != fn))   # ==: a bound method is a new object each time
+
+    def _set_taps(self, taps: tuple) -> None:
+        self._taps = taps
+        if self.capture is not None:
+            self.capture.taps = taps
 
     @property
     def source(self):

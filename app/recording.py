@@ -3,7 +3,8 @@
 A session folder holds
     session.json     manifest: written at start (closed: false), rewritten at close (frame count, duration)
     video.mp4        the source frames as captured (H.264, fragmented MP4: a file cut short still plays)
-    frames.jsonl     one JSON line per frame {"i", "t", "z", "H", "e": {name: value}, "g": row of vertices or null};
+    frames.jsonl     one JSON line per frame {"i", "t", "z" (empty from a tracker without a latent), "H",
+                     "e": {name: value}, "g": row of vertices or null};
                      a frame with no face is {"i", "t", "found": false} (video frame i and line i always match)
     vertices.f32     optional: G of each frame that had one, raw float32 little-endian [n, 468, 3], appended
 Every frame's line goes to the OS at once (a killed process loses at most the line being written) and the files
@@ -287,7 +288,8 @@ def _check_record(r, where: str, z_dim: int | None, vertex_rows: int, vertex_pat
         return
     for key, n in (("z", z_dim), ("H", 6)):
         v = r.get(key)
-        if not (isinstance(v, list) and v and all(map(_is_number, v))):
+        # z may be empty: a tracker without a latent (the generic package) found the face all the same
+        if not (isinstance(v, list) and (v or key == "z") and all(map(_is_number, v))):
             raise SessionError(f"{where}: {key!r} must be a list of numbers, got {type(v).__name__}")
         if n is not None and len(v) != n:
             raise SessionError(f"{where}: {key!r} has {len(v)} values, {'earlier lines' if key == 'z' else 'need'} {n}")

@@ -1,6 +1,10 @@
 """`facetrack studio`: the live desktop app (see app.main_window). Entry point: main(argv).
 
-    --package P          performer package folder ("demo": a model-free stand-in tracker, for UI work)
+    --package P          package folder, "generic" (the embedded any-face package) or "demo" (a model-free
+                         stand-in tracker, for UI work). Default: the performer's own package remembered from the
+                         last launch (app.settings), else "generic", so the first launch tracks the face in front
+                         of the camera; "Make my model…" then builds a personal one. A performer package given
+                         here becomes the remembered one (the embedded sample stranger of `facetrack demo` never)
     --source S           camera:N | a video file | synthetic   (default: camera:0)
     --stream             start streaming VMC at once (--host/--port, default 127.0.0.1:39539)
     --record DIR         start recording a session folder under DIR at once
@@ -22,9 +26,19 @@ import socket
 import sys
 from pathlib import Path
 
+from app import settings
 from app.vmc import DEFAULT_HOST, DEFAULT_PORT
 from engine import options
-from export.package import SAMPLE_PACKAGE
+from engine.errors import UserError
+from export.package import (
+    MANIFEST,
+    SAMPLE_PACKAGE,
+    check_manifest,
+    parse_manifest,
+    read_manifest,
+)
+
+GENERIC, DEMO = "generic", "demo"      # --package names that are no folder (export.runtime, app.demo_tracker)
 
 # The `synthetic` source plays the package's `synthetic.mp4` (the sample package ships one); this is the
 # fallback when neither has it.
@@ -40,10 +54,51 @@ def synthetic_clip(package: str | None) -> str | None:
 SCREENSHOT_TIMEOUT_S = 120  # --screenshot gives up waiting for frames after this and saves what it has
 
 
+def startup_package(explicit: str | None = None) -> str:
+    """The package the studio opens: --package when given; else the remembered one (app.settings.last_package)
+    while its manifest still checks (hashes are checked when it opens); else the generic package."""
+    if explicit:
+        return explicit
+    last = settings.last_package()
+    if last is not None:
+        try:
+            check_manifest(last / MANIFEST, parse_manifest(last / MANIFEST, read_manifest(last)))
+            return str(last)
+        except UserError:
+            pass
+    return GENERIC
+
+
+def remember_opened(path: str, tracker) -> bool:
+    """Open `path` at the next launch when it is the performer's own package (a performer package, not the
+    embedded sample stranger, the generic package or the demo tracker). What the package picker should call after
+    a package opens. Returns whether it was remembered."""
+    package = getattr(tracker, "package", None)
+    if path in (GENERIC, DEMO) or package is None or package.kind != "performer":
+        return False
+    if Path(package.path).resolve() == SAMPLE_PACKAGE.resolve():
+        return False
+    settings.remember_package(package.path)
+    return True
+
+
+def package_line(path: str, tracker, remembered: bool = False) -> tuple[str, str]:
+    """(label for the controls, status-bar line) saying which package is open."""
+    package = getattr(tracker, "package", None)
+    if path == DEMO or package is None:
+        return path, f"package: {path} (a model-free stand-in tracker)"
+    if package.kind == "generic":
+        return "generic (any face)", "package: generic (any face, no texture): “Make my model…” builds your own"
+    if Path(package.path).resolve() == SAMPLE_PACKAGE.resolve():
+        return path, f"package: {path} (the sample performer, a synthetic stranger)"
+    return path, f"package: {path}" + (" (your model, remembered from the last session)" if remembered else "")
+
+
 def parse_args(argv):
     p = options.Parser(prog="facetrack studio", description="Live face-performance tracking studio")
-    p.add_argument("--package", default=str(SAMPLE_PACKAGE) if SAMPLE_PACKAGE.is_dir() else None,
-                   help="performer package folder (default: the sample package; 'demo': a model-free stand-in)")
+    p.add_argument("--package", default=None,
+                   help="package folder, 'generic' (any face) or 'demo' (a model-free stand-in); default: your "
+                        "package remembered from the last launch, else 'generic'")
     p.add_argument("--source", default="camera:0", help="camera:N | video file | synthetic")
     p.add_argument("--synthetic-clip", default=None, help=argparse.SUPPRESS)
     p.add_argument("--stream", action="store_true", help="stream VMC from the start")
@@ -148,16 +203,27 @@ def main(argv=None) -> int:
     from app.main_window import MainWindow, open_package
 
     app = QApplication.instance() or QApplication([sys.argv[0]])
-    tracker, label, error = None, "", None
-    if args.package:
-        try:
-            tracker, label = open_package(args.package), args.package
-        except Exception as e:  # show the window anyway; the package picker can fix it
-            error = f"cannot open {args.package}: {e}"
+    path = startup_package(args.package)
+    tracker, label, line = None, "", ""
+    try:
+        tracker = open_package(path)
+    except Exception as e:  # noqa: BLE001 (show the window anyway; the package picker can fix it)
+        line = f"cannot open {path}: {e}"
+        if args.package is None and path != GENERIC:    # the remembered package broke: track any face meanwhile
+            try:
+                tracker, path = open_package(GENERIC), GENERIC
+                line += "; opened the generic package instead"
+            except Exception as e2:  # noqa: BLE001
+                line += f"; cannot open the generic package either: {e2}"
+    if tracker is not None:
+        if args.package is not None:
+            remember_opened(path, tracker)
+        label, said = package_line(path, tracker, remembered=args.package is None and path != GENERIC)
+        line = "; ".join(x for x in (line, said) if x)        # the window shows the backend's fallback line
     window = MainWindow(tracker=tracker, source=args.source, record_dir=args.record, package_label=label,
-                        synthetic_clip=args.synthetic_clip or synthetic_clip(args.package))
-    if error:
-        window.say(error)
+                        synthetic_clip=args.synthetic_clip or synthetic_clip(path))
+    if line:
+        window.say(line)
     window.controls.host_edit.setText(args.host)
     window.controls.port_spin.setValue(args.port)
     window.resize(1400, 900)

@@ -241,7 +241,7 @@ def track(package: str | Path, source: str, out: str | Path, backend: str = "aut
     step.sender = sender                                   # after them: the stream starts from the saved head pose
     every = max(1, int(round(src.fps / texture_hz)))       # in video frames, so a file session is reproducible
     edges = mesh_edges(tracker.topology[0])
-    worker = TextureWorker(tracker)
+    worker = TextureWorker(tracker) if hasattr(tracker, "texture") else None   # the generic package has none
     stages = {k: [] for k in ("decode", "detect", "crop", "tracker", "smooth+expr", "stream", "record", "overlay",
                               "geometry")}
     found, last_texture, recorder, index = 0, -every, None, 0
@@ -267,7 +267,7 @@ def track(package: str | Path, source: str, out: str | Path, backend: str = "aut
                 if item.found:
                     recorder.write(image, item.frame.t, item.z, item.H, item.expressions, G=item.G)
                     found += 1
-                    if index - last_texture >= every:
+                    if worker is not None and index - last_texture >= every:
                         worker.submit(index, item.z, item.H)
                         last_texture = index
                 else:
@@ -283,7 +283,8 @@ def track(package: str | Path, source: str, out: str | Path, backend: str = "aut
         src.ended = src.ended or f"{src.name}: SIGINT after {index} frames; session saved"
     finally:
         try:
-            worker.close()
+            if worker is not None:
+                worker.close()
             if recorder is not None:
                 recorder.close()
         finally:                           # a full disk while closing must not leave this run's lock behind
@@ -293,7 +294,7 @@ def track(package: str | Path, source: str, out: str | Path, backend: str = "aut
     seconds = time.perf_counter() - start
     if index == 0:
         raise UserError(f"{src.name}: no frames to track")
-    if worker.latest is not None:
+    if worker is not None and worker.latest is not None:
         options.write_bytes(out / "texture.png",
                             cv2.imencode(".png", cv2.cvtColor(worker.latest, cv2.COLOR_RGB2BGR))[1].tobytes())
     report = {
@@ -303,8 +304,9 @@ def track(package: str | Path, source: str, out: str | Path, backend: str = "aut
         "backend": tracker.backend, "fallback": tracker.fallback,
         "stages_ms": {k: _median(v) for k, v in stages.items()},
         "detections": tracker.detections,
-        "texture": {"max_hz": texture_hz, "every_n_frames": every, "decoded": len(worker.frames),
-                    "ms": _median(worker.ms), "decoded_per_100_frames": round(100 * len(worker.frames) / index, 2)},
+        "texture": None if worker is None else {
+            "max_hz": texture_hz, "every_n_frames": every, "decoded": len(worker.frames), "ms": _median(worker.ms),
+            "decoded_per_100_frames": round(100 * len(worker.frames) / index, 2)},
         "seconds": round(seconds, 3), "ended": src.ended,
     }
     options.write_json(out / "report.json", report)       # whole or absent, never half a report
@@ -364,4 +366,4 @@ def _run(args) -> None:
               args.precision, args.stream, smoothing=not args.raw, eyes=not args.no_eyes,
               settings=not args.no_settings)
     print(f"tracked {r['frames_found']}/{r['frames']} frames, geometry {r['stages_ms']['geometry']} ms median, "
-          f"{r['texture']['decoded']} texture decodes → {args.out}")
+          f"{r['texture']['decoded'] if r['texture'] else 'no'} texture decodes → {args.out}")

@@ -10,7 +10,6 @@ A calibration made here bumps `calibrations`, so the UI knows to save `neutral_s
 from __future__ import annotations
 
 import collections
-import threading
 import time
 
 import numpy as np
@@ -37,16 +36,18 @@ class TrackWorker(Worker):
         self.texture = None           # app.outputs.TextureWorker when a package can decode textures
         self.estimator = ExpressionEstimator()
         self._smoother = PoseSmoother()
-        self._lock = threading.Lock()  # guards the tracker swap against a frame in flight
         self._tracker = tracker
+        self._swapped = False          # set by set_tracker: the track thread restarts the smoother
         self._calibrate = False
         self.last: Tracked | None = None
 
     # -- controls (UI thread) ------------------------------------------------------------------------------
     def set_tracker(self, tracker) -> None:
-        with self._lock:
-            self._tracker = tracker
-            self._smoother.reset()
+        """Swap the tracker; the next frame uses it (one already in flight finishes on the old one). No lock: the
+        track thread would take it again right after each frame, and Python's locks are not fair, so the UI thread
+        could wait on it for minutes on a busy CPU (seen after "Make my model" switched packages)."""
+        self._tracker = tracker
+        self._swapped = True
 
     @property
     def tracker(self):
@@ -115,15 +116,17 @@ class TrackWorker(Worker):
         stages: dict[str, float] = {}
         t0 = self._clock()
         item = Tracked(frame=frame, dropped=self.slot.dropped)
-        with self._lock:
-            tracker = self._tracker
-            if frame.replayed:
-                result = frame.recorded
-            elif tracker is not None:
-                result = tracker(frame.image)
-                stages.update(getattr(result, "stages_ms", None) or {})
-            else:
-                result = None
+        tracker = self._tracker                     # one read: a swap mid-frame takes effect on the next one
+        if self._swapped:
+            self._swapped = False
+            self._smoother.reset()
+        if frame.replayed:
+            result = frame.recorded
+        elif tracker is not None:
+            result = tracker(frame.image)
+            stages.update(getattr(result, "stages_ms", None) or {})
+        else:
+            result = None
         stages["track"] = (self._clock() - t0) * 1e3
         if result is None:
             self._smoother.reset()  # the next face starts fresh (the tracker re-detects)
@@ -142,7 +145,9 @@ class TrackWorker(Worker):
         t = self._clock()
         G = np.asarray(result.G, np.float32)
         H = np.asarray(result.H, np.float64)
-        item.raw_G, item.z, item.presence = G, np.asarray(result.z), float(getattr(result, "presence", 1.0))
+        # a tracker without a latent (the generic package) records an empty z: the frame is still a found one
+        z = np.zeros(0, np.float32) if result.z is None else np.asarray(result.z)
+        item.raw_G, item.z, item.presence = G, z, float(getattr(result, "presence", 1.0))
         if self.smoothing and not frame.replayed:
             G, H = self._smoother(G, H, frame.t)   # one read of the attribute: a swap lands between frames
             item.points = project(G.astype(np.float64), H)

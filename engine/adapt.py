@@ -23,7 +23,7 @@ import torch
 from tqdm import tqdm
 
 from engine import dam as dam_module
-from engine import i2znet, losses, options, pose, unwrap, video
+from engine import i2znet, losses, options, pose, progress, unwrap, video
 from engine.enroll import track_frames
 from engine.errors import UserError
 from engine.run import DAM, ENROLLMENT, WEIGHTS, Run
@@ -125,6 +125,7 @@ def adapt(run: str | Path, video_path: str | Path, out: str | Path, active=LOSSE
         for k, v in result["terms"].items():
             history[k].append(float(v.detach()))
         history["total"].append(float(result["total"].detach()))
+        progress.report("adapt", step + 1, cfg["steps"])
     e_i.eval()
     seconds = time.perf_counter() - t0
     after = _snapshot(model, crops, K, probe_pair)

@@ -72,7 +72,7 @@ def _studio(args) -> None:
 COMMANDS = {"train-dam": "engine.train_dam", "train-i2z": "engine.train_i2z", "adapt": "engine.adapt",
             "export": "export.onnx_export", "build": "export.build", "track": "app.track",
             "bench": "export.bench", "eval": "engine.evaluate", "bench-teacher": "engine.bench",
-            "export-session": "app.recording"}
+            "export-session": "app.recording", "make-model": "app.make_model"}
 BUILT_IN = ("synth", "enroll", "demo", "studio")
 
 # Where each command writes: (argument dest, "folder" | "file", name in messages). Checked before the work.
@@ -86,6 +86,7 @@ OUTPUTS = {
     "eval": [("json", "file", "--json")], "bench": [("json", "file", "--json")],
     "bench-teacher": [("json", "file", "--json")],
     "export-session": [("csv", "file", "--csv"), ("obj", "folder", "--obj")],
+    "make-model": [("out", "folder", "--out"), ("keep_clips", "folder", "--keep-clips")],
 }
 
 

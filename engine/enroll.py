@@ -15,7 +15,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from engine import options, pose, unwrap, video
+from engine import options, pose, progress, unwrap, video
 from engine.errors import UserError
 from engine.run import Run
 from engine.teacher import TeacherModel
@@ -46,6 +46,7 @@ def track_frames(infos: list[video.VideoInfo], stats: dict, max_frames: int | No
             found = tracker(frame)
             stats["decode"] = stats.get("decode", 0.0) + t1 - t0
             stats["teacher"] = stats.get("teacher", 0.0) + time.perf_counter() - t1
+            progress.report(label, k + 1, n)
             yield vi, first + k, found
         stats["detections"] = stats.get("detections", 0) + tracker.detections
         stats["several_faces"] = stats.get("several_faces", 0) + tracker.several_faces

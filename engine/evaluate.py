@@ -12,8 +12,9 @@ scores them all. Per tracker, led by the measures that a frozen or jittery face 
                      per ground-truth expression field against the ARKit values the studio streams)
   with gaze in GT    gaze_error_deg (angle between tracked and true gaze per eye, over the frames where the face
                      was found and the true eye is open) and gaze_r (Pearson r of yaw and of pitch), for trackers
-                     that read the irises (a package with iris.onnx; `--baseline mediapipe` then runs FaceMesh's
-                     refine_landmarks graph); OUT then also gets a `.gaze.png`: true vs tracked gaze over time
+                     that read the irises (a package with iris.onnx; for `--baseline mediapipe`, FaceMesh's
+                     refine_landmarks graph run beside the reference graph: `gaze_tracker`); OUT then also gets a
+                     `.gaze.png`: true vs tracked gaze over time
 and the paper's: guarded/unguarded stability, image stability, NME / reprojection px of the iBUG-51 points
 against dlib (not our teacher), vertex and rotation error. OUT also gets a `.png` twin: Fig. 6 (stability per
 frame) over the face's motion per frame.
@@ -61,9 +62,12 @@ def tracker_for(model: str | Path, backend: str = "auto", threads: int | None = 
         else:
             loop = FaceLoop(open_baseline(name, fps, iris))
         return loop, {"tracker": "baseline", "model": name, "package_sha256": None}
+    if name == "generic":                                # the embedded generic package, as the studio names it
+        from export.package import GENERIC_PACKAGE
+        model = GENERIC_PACKAGE
     path = Path(model)
     if not path.exists():
-        raise UserError(f"{path}: no such model (a performer package, a run folder, or one of {', '.join(NAMES)})")
+        raise UserError(f"{path}: no such model (a performer package, a run folder, `generic`, or one of {', '.join(NAMES)})")
     if (path / MANIFEST).is_file():
         from export.runtime import Tracker
 
@@ -171,10 +175,13 @@ def _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference, st
         raise UserError(f"need 0 ≤ --start < --stop ≤ 1 (got {start}, {stop})")
     rate = info.fps or 25.0
     ours = Track.start(*(tracker_for(model, backend, threads, rate) if isinstance(model, (str, Path)) else model))
-    base = None
+    base = iris_peer = None
     if baseline is not None:
-        gaze = truth is not None and "gaze" in truth          # then a MediaPipe baseline reads the irises too
-        base = Track.start(*(tracker_for(baseline, fps=rate, iris=gaze) if isinstance(baseline, str) else baseline))
+        base = Track.start(*(tracker_for(baseline, fps=rate) if isinstance(baseline, str) else baseline))
+        # The baseline's own numbers stay those of its reference graph; its gaze comes from MediaPipe's
+        # refine_landmarks graph (irises) run beside it on the same frames.
+        if baseline == "mediapipe" and truth is not None and "gaze" in truth:
+            iris_peer = Track.start(*tracker_for("mediapipe", fps=rate, iris=True))
     if reference is None:
         from engine.reference import DlibReference
         reference = DlibReference()
@@ -184,8 +191,9 @@ def _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference, st
         if max_frames is not None and i >= max_frames:
             break
         ours.step(frame)
-        if base is not None:
-            base.step(frame)
+        for peer in (base, iris_peer):
+            if peer is not None:
+                peer.step(frame)
         d = reference.landmarks(frame)
         dlib.append(np.full((68, 2), np.nan) if d is None else d)
     if not dlib:
@@ -194,6 +202,10 @@ def _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference, st
 
     mine = score(ours, dlib, truth, smooth, rate)
     theirs = None if base is None else score(base, dlib, truth, smooth, rate)
+    if iris_peer is not None:
+        G = np.asarray(iris_peer.G, np.float64)
+        theirs.update(_gaze_scores(G, iris_peer.eyes, truth, min(len(G), len(truth["G"]))),
+                      gaze_tracker=iris_peer.loop.backend)
     if theirs is not None:
         compare(mine, theirs)
     return {

@@ -310,6 +310,7 @@ class RunModel:
 
     name = "run"
     crop_size = CROP_SIZE
+    refit_pose = True     # as the package: the loop refits H to the teacher's landmarks (engine.tracking)
 
     def __init__(self, run_dir: str | Path, device: str | torch.device = "cpu"):
         from engine import dam

@@ -30,7 +30,7 @@ import torch.nn.functional as F
 from tqdm import tqdm
 
 from engine import dam as dam_module
-from engine import options, pose
+from engine import options, pose, progress
 from engine import run as run_layout
 from engine.errors import UserError
 
@@ -183,6 +183,7 @@ def train_dam(run_dir: str | Path, profile: str | dict = "tiny", steps: int | No
         loss["total"].backward()
         optimiser.step()
         schedule.step()
+        progress.report("train-dam", step + 1, steps)
         log.append({"step": step + 1, "lr": schedule.get_last_lr()[0], **{k: v.item() for k, v in loss.items()}})
         if (step + 1) % eval_every == 0 or step + 1 == steps:
             metrics = evaluate(dam, batches, held.to(device))

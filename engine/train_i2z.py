@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from engine import i2znet, metrics, pose
 from engine import losses as paper
-from engine import options
+from engine import options, progress
 from engine import run as run_layout
 from engine.errors import UserError
 from engine.i2znet import CROP_SIZE, I2ZNet, TeacherOut
@@ -183,7 +183,8 @@ def build_pool(rng, data, z_gt, frames, renderer, model, cfg, device) -> dict:
     """Per training frame: `real_per_frame` augmented crops + `views_per_frame` rendered views, with labels and
     the teacher stream precomputed (fp16 features) when the model uses it."""
     images, K, H, Z, frame, kind = [], [], [], [], [], []
-    for i in tqdm(frames, desc="i2z pool", unit="frame", disable=None, leave=False):
+    for j, i in enumerate(tqdm(frames, desc="i2z pool", unit="frame", disable=None, leave=False)):
+        progress.report("train-i2z: pool", j + 1, len(frames))
         for _ in range(cfg["real_per_frame"]):
             img, k, h = augment_real(rng, data["crops"][i], data["landmarks"][i, :, :2].astype(np.float64),
                                      data["H"][i].astype(np.float64))
@@ -417,6 +418,7 @@ def train_i2z(run_dir: str | Path, profile: str | dict = "tiny", steps: int | No
             L["total"].backward()
             opt.step()
             sched.step()
+            progress.report("train-i2z", step + 1, cfg["steps"])
             for k, v in L.items():
                 history[k].append(float(v.detach()))
     finally:

@@ -6,7 +6,8 @@ drifts (a shared or throttled CPU) slows both alike and the ratio stays meaningf
 Stages: decode (video → RGB), detect (BlazeFace, per call), detect_amortised (detect time spread over all frames:
 the tracker only detects at start and after loss), crop, tracker (tracker.onnx: E_I + D's geometry + teacher),
 eyes (iris.onnx on both eye crops, when the package has it), texture (texture.onnx), render (the offscreen textured
-mesh over the frame, at the frame size). The geometry path is detect_amortised + crop + tracker, the work
+mesh over the frame, at the frame size; both null for the generic package, which has no texture; its tracker stage
+is landmarks.onnx + the pose fit). The geometry path is detect_amortised + crop + tracker, the work
 MediaPipe FaceMesh's own tracking loop does; `geometry_with_eyes_ms` adds the eyes, which FaceMesh without refined
 landmarks does not do (so its ratio is the conservative one). Medians over the frames.
 """
@@ -72,7 +73,7 @@ def bench_backend(tracker, frames: list[np.ndarray], rounds: int, peer: "MediaPi
         t0 = time.perf_counter()
         tracker.detect(frame)
         stages["detect"].append(1000 * (time.perf_counter() - t0))
-    for r in [r for r in results if r is not None][:30]:
+    for r in [r for r in results if r is not None][:30] if hasattr(tracker, "texture") else []:
         t0 = time.perf_counter()
         tracker.texture(r.z, r.H)
         stages["texture"].append(1000 * (time.perf_counter() - t0))
@@ -91,7 +92,7 @@ def bench_render(tracker, frames: list[np.ndarray], results: list) -> float | No
     from engine.render import FLAT, OffscreenRenderer
 
     pairs = [(f, r) for f, r in zip(frames, results) if r is not None][:30]
-    if not pairs:
+    if not pairs or not hasattr(tracker, "texture"):
         return None
     h, w = frames[0].shape[:2]
     triangles, uv, holes = tracker.topology

@@ -1,15 +1,24 @@
-"""The performer package: a folder of ONNX graphs, the mesh topology and a manifest with a SHA-256 per file.
+"""The package: a folder of ONNX graphs, the mesh topology and a manifest with a SHA-256 per file.
 
-    PACKAGE/manifest.json   format, input spec, versions, files {name: sha256} (names: plain relative paths inside
-                            the package; checked against MANIFEST_SCHEMA below)
+Two kinds (manifest "kind"; absent means performer, as every package before the generic one):
+  performer   a person's own model (`facetrack export`): tracker, texture, detector (+ iris, int8 tracker)
+  generic     any face, no personal model (`python -m export.generic`, embedded as GENERIC_PACKAGE): MediaPipe's
+              landmarker, detector and iris graphs; H and G are fitted to the landmarks at run time
+Each kind requires its own graphs and may list none of the other's (KIND_FILES, FOREIGN_FILES).
+
+    PACKAGE/manifest.json   format, kind, input spec, versions, files {name: sha256} (names: plain relative paths
+                            inside the package; checked against MANIFEST_SCHEMA / GENERIC_SCHEMA below)
     PACKAGE/tracker.onnx    uint8 [1,256,256,3] crop → z, H, vertices (crop px), G, landmarks, presence
     PACKAGE/tracker_int8.onnx  the same with E_I's level-head weights in int8, for the CPU provider (optional:
                             export keeps it only while it moves no vertex more than 0.25 px; manifest int8_tracker)
     PACKAGE/texture.onnx    z [1,128], view v [1,3] → colour-corrected texture C(T) uint8 [1,S,S,3]
     PACKAGE/detector.onnx   BlazeFace: [1,3,128,128] in [-1,1] → regressors [1,896,16], logits [1,896]
     PACKAGE/topology.npz    triangles, uv, holes (the mesh the studio draws)
-    PACKAGE/iris.onnx       optional: MediaPipe's iris landmarker, uint8 [2,64,64,3] eye crops (engine.eyes) →
-                            contours [2,71,3], iris [2,5,3] in crop px (eyelids and gaze; OPTIONAL_SIGNATURES)
+    PACKAGE/landmarks.onnx  generic only: MediaPipe's 468-point landmarker, uint8 [1,S,S,3] crop → landmarks
+                            [1,468,3] (crop px, z on the same scale), presence [1]
+    PACKAGE/iris.onnx       optional (required in a generic package): MediaPipe's iris landmarker, uint8
+                            [2,64,64,3] eye crops (engine.eyes) → contours [2,71,3], iris [2,5,3] in crop px
+                            (eyelids and gaze; OPTIONAL_SIGNATURES)
 
 Nothing else in the folder is read: TensorRT engines are built from the verified graphs into a per-user cache
 (export.trt_engine), never loaded from a package; a `trt/` folder shipped inside one is ignored.
@@ -41,11 +50,19 @@ FORMAT, VERSION = "facetrack-package", 1
 MANIFEST = "manifest.json"
 # The embedded default performer (scripts/build_sample.sh), with its synthetic clip for demo and studio.
 SAMPLE_PACKAGE = Path(__file__).resolve().parent / "sample_package"
-GRAPH_NAMES = ("tracker", "texture", "detector")
+# The embedded any-face package (export.generic): what the studio opens when the performer has no model of their own.
+GENERIC_PACKAGE = Path(__file__).resolve().parent / "generic_package"
+GRAPH_NAMES = ("tracker", "texture", "detector")          # a performer package's graphs
 GRAPHS = tuple(f"{name}.onnx" for name in GRAPH_NAMES)
+GENERIC_GRAPH_NAMES = ("landmarks", "detector")           # a generic package's graphs
 INT8_TRACKER = "tracker_int8.onnx"
 IRIS = "iris.onnx"            # optional graph (packages without it still open; no gaze or iris blinks then)
 TOPOLOGY = "topology.npz"
+KINDS = ("performer", "generic")
+KIND_GRAPHS = {"performer": GRAPH_NAMES, "generic": GENERIC_GRAPH_NAMES}
+# What each kind must list, and what it must not (the other kind's graphs: a package is one thing or the other).
+KIND_FILES = {"performer": (*GRAPHS, TOPOLOGY), "generic": ("landmarks.onnx", "detector.onnx", IRIS, TOPOLOGY)}
+FOREIGN_FILES = {"performer": ("landmarks.onnx",), "generic": ("tracker.onnx", "texture.onnx", INT8_TRACKER)}
 VERTICES = 468
 LATENT = 128
 
@@ -90,6 +107,16 @@ class Package:
         return name in self.manifest["files"]
 
     @property
+    def kind(self) -> str:
+        """"performer" (a person's own model) or "generic" (any face): see the module notes."""
+        return self.manifest.get("kind", "performer")
+
+    @property
+    def graph_names(self) -> tuple[str, ...]:
+        """The graphs the runtime opens for this kind (besides the optional iris graph)."""
+        return KIND_GRAPHS[self.kind]
+
+    @property
     def crop_size(self) -> int:
         return int(self.manifest["input"]["crop_size"])
 
@@ -100,6 +127,8 @@ class Package:
     @property
     def sizes(self) -> dict[str, int]:
         """The manifest's values for SIGNATURES' symbolic dims (pass as check_graph's `sizes`)."""
+        if self.kind == "generic":
+            return {"crop_size": self.crop_size}
         return {"crop_size": self.crop_size, "texture_size": self.texture_size}
 
     def topology(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -214,6 +243,13 @@ def _string(v, where):
         raise _Bad(f"{where} must be a string (found {_show(v)})")
 
 
+def _choice(*values):
+    def check(v, where):
+        if not isinstance(v, str) or v not in values:
+            raise _Bad(f"{where} must be one of {', '.join(map(repr, values))} (found {_show(v)})")
+    return check
+
+
 def _const(value):
     def check(v, where):
         if type(v) is not type(value) or v != value:
@@ -272,9 +308,17 @@ def _files(v, where):
     for name, digest in v.items():
         if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
             raise _Bad(f"{where}[{_show(name)}] must be a SHA-256 of 64 lowercase hex digits (found {_show(digest)})")
-    for name in (*GRAPHS, TOPOLOGY):
-        if name not in v:
-            raise _Bad(f"lists no {name}")
+
+
+def _kind_files(kind: str, files: dict) -> None:
+    """The files a package of `kind` must list, and none of the other kind's graphs."""
+    for name in KIND_FILES[kind]:
+        if name not in files:
+            raise _Bad(f"lists no {name}" + (" (a generic package)" if kind == "generic" else ""))
+    for name in FOREIGN_FILES[kind]:
+        if name in files:
+            other = "generic" if kind == "performer" else "performer"
+            raise _Bad(f"a {kind} package lists {name} (a {other} package's graph)")
 
 
 # (key, required, check): an object's keys are checked by a nested list, anything else by a check function.
@@ -282,6 +326,7 @@ def _files(v, where):
 MANIFEST_SCHEMA = [
     ("format", True, _const(FORMAT)),
     ("version", True, _const(VERSION)),
+    ("kind", False, _const("performer")),
     ("input", True, [
         ("crop_size", True, _int(64, 1024)),
         ("dtype", True, _const("uint8")),
@@ -302,6 +347,23 @@ MANIFEST_SCHEMA = [
     ("graph_rewrites", False, _map(_map(_int(0, 1 << 30)))),
     ("int8_tracker", False, _map(_either(_number, _string))),
 ]
+# A generic package: no texture, colour correction or source run (it has no person); its landmarker crop is small.
+GENERIC_SCHEMA = [
+    ("format", True, _const(FORMAT)),
+    ("version", True, _const(VERSION)),
+    ("kind", True, _const("generic")),
+    ("input", True, [
+        ("crop_size", True, _int(64, 1024)),
+        ("dtype", True, _const("uint8")),
+        ("layout", True, _const("NHWC")),
+        ("colour", True, _const("RGB")),
+    ]),
+    ("files", True, _files),
+    ("versions", False, _map(_either(_string, _number))),
+    ("sources", False, _map(_string)),
+    ("parity", False, _map(_number)),
+    ("graph_rewrites", False, _map(_map(_int(0, 1 << 30)))),
+]
 
 
 def _check_object(value, schema, where: str) -> None:
@@ -320,12 +382,16 @@ def _check_object(value, schema, where: str) -> None:
 
 
 def check_manifest(mpath: Path, manifest) -> None:
-    """The manifest against MANIFEST_SCHEMA: UserError(f'{mpath}: ...') on the first difference."""
+    """The manifest against its kind's schema (MANIFEST_SCHEMA, GENERIC_SCHEMA) and file list (KIND_FILES,
+    FOREIGN_FILES): UserError(f'{mpath}: ...') on the first difference."""
     if isinstance(manifest, dict) and (manifest.get("format") != FORMAT or type(manifest.get("version")) is not int
                                        or manifest["version"] != VERSION):
         raise UserError(f"{mpath}: not a {FORMAT} v{VERSION} manifest")
     try:
-        _check_object(manifest, MANIFEST_SCHEMA, "")
+        kind = manifest.get("kind", "performer") if isinstance(manifest, dict) else "performer"
+        _choice(*KINDS)(kind, "kind")
+        _check_object(manifest, GENERIC_SCHEMA if kind == "generic" else MANIFEST_SCHEMA, "")
+        _kind_files(kind, manifest["files"])
     except _Bad as err:
         raise UserError(f"{mpath}: {err}") from None
 
@@ -412,6 +478,8 @@ SIGNATURES: dict[str, tuple[list, list]] = {
                  ("texture_raw", _U8, [1, "texture_size", "texture_size", 3])]),
     "detector": ([("image", _F, [1, 3, 128, 128])],
                  [("regressors", _F, [1, 896, 16]), ("logits", _F, [1, 896])]),
+    "landmarks": ([("crop", _U8, [1, "crop_size", "crop_size", 3])],
+                  [("landmarks", _F, [1, VERTICES, 3]), ("presence", _F, [1])]),
 }
 # Optional graphs: checked the same way when a package lists them (check_graph looks in both tables).
 OPTIONAL_SIGNATURES: dict[str, tuple[list, list]] = {
@@ -436,10 +504,10 @@ def _args(items) -> list[tuple[str, str, list]]:
 
 def check_graph(name: str, inputs: list[tuple[str, str, list]], outputs: list[tuple[str, str, list]], *,
                 path: str | Path | None = None, sizes: dict | None = None) -> None:
-    """Whether a session for graph `name` (tracker, texture, detector; iris when present) takes and gives what SIGNATURES says: names
-    and order, element types, shapes (`sizes`, e.g. Package.sizes, fixes the symbolic ones). `inputs`/`outputs` as
-    [(i.name, i.type, i.shape) for i in session.get_inputs()]. UserError(f'{path}: ...') naming the first
-    difference; `path` defaults to '{name}.onnx'."""
+    """Whether a session for graph `name` (tracker, texture, detector, landmarks; iris when present) takes and gives
+    what SIGNATURES says: names and order, element types, shapes (`sizes`, e.g. Package.sizes, fixes the symbolic
+    ones). `inputs`/`outputs` as [(i.name, i.type, i.shape) for i in session.get_inputs()]. UserError(f'{path}:
+    ...') naming the first difference; `path` defaults to '{name}.onnx'."""
     path = path or f"{name}.onnx"
     known = {**SIGNATURES, **OPTIONAL_SIGNATURES}
     if name not in known:

@@ -1,4 +1,7 @@
-"""The live tracking runtime (no torch): one `Tracker` interface over the performer package's ONNX graphs.
+"""The live tracking runtime (no torch): one `Tracker` interface over a package's ONNX graphs, of either kind
+(export.package): a performer package's tracker graph (PackageModel: z, H, vertices, and the DAM texture), or the
+generic package's landmarker (GenericModel: MediaPipe's 468 points, H and G fitted to them; no texture). The name
+`generic` opens the embedded generic package.
 
 Backends, chosen automatically (override with `backend=`):
   tensorrt     native TensorRT engines (export.trt_engine: module `tensorrt`, else `tensorrt_rtx`; fp16; cached per
@@ -13,7 +16,7 @@ they are mixed), and `fallback` holds one line saying what was wanted and why it
 
 The tracking loop is engine.tracking's, the one every tracker in the project runs: detect with BlazeFace at start
 and after loss; otherwise crop from the previous frame's projected vertices; run the tracker graph on the 256²
-crop; map results back to the frame.
+crop (the landmarker on its 192² crop); map results back to the frame.
 """
 from __future__ import annotations
 
@@ -26,7 +29,16 @@ from engine import pose
 from engine.detection import detections, detector_input, ssd_anchors
 from engine.errors import UserError
 from engine.tracking import CropOutput, FaceLoop, TrackOptions
-from export.package import GRAPH_NAMES, INT8_TRACKER, IRIS, Package, check_graph, open_package
+from export.package import (
+    GENERIC_PACKAGE,
+    INT8_TRACKER,
+    IRIS,
+    Package,
+    check_graph,
+    open_package,
+)
+
+GENERIC = "generic"     # the name open_tracker (and the studio's --package) takes for GENERIC_PACKAGE
 
 # ONNX Runtime intra-op threads when none are asked for. The graphs are small (~4 ms on one core): on 2 cores a
 # second, non-spinning thread cost more in hand-offs than it saved (tracker 5.4 vs 4.0 ms), and spinning threads
@@ -48,13 +60,18 @@ def _trt_cache(package: Package) -> Path:
 
 
 def sessions(package: Package, backend: str = "auto", threads: int | None = None, precision: str = "auto"):
-    """Sessions for the three graphs + (backend name, fallback line or None). `tensorrt` and `auto`: native
-    TensorRT engines where they build and run, the other graphs on ONNX Runtime (TensorRT → CUDA → CPU).
-    `precision` auto: on the CPU provider the tracker runs tracker_int8.onnx when the package has it; fp32: never."""
+    """Sessions for the package's graphs (Package.graph_names) + (backend name, fallback line or None). `tensorrt`
+    and `auto`: native TensorRT engines where they build and run, the other graphs on ONNX Runtime (TensorRT → CUDA
+    → CPU). `precision` auto: on the CPU provider the tracker runs tracker_int8.onnx when the package has it; fp32:
+    never."""
     if backend not in BACKENDS:
         raise UserError(f"unknown backend {backend!r} (choose from {', '.join(BACKENDS)})")
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r} (choose from {', '.join(PRECISIONS)})")
+    graphs = package.graph_names
+    if backend == "torch" and package.kind == "generic":
+        raise UserError(f"{package.path}: a generic package has no torch source run; use --backend cpu, cuda or "
+                        "tensorrt (`eval teacher` runs the same landmarker in torch)")
     if backend == "torch":
         from engine.torch_backend import sessions as torch_sessions
 
@@ -67,14 +84,14 @@ def sessions(package: Package, backend: str = "auto", threads: int | None = None
         from export import trt_engine
 
         try:
-            made, problems, native_label = trt_engine.open_sessions(package, GRAPH_NAMES)
+            made, problems, native_label = trt_engine.open_sessions(package, graphs)
             by_reason: dict[str, list[str]] = {}
             for graph, reason in problems.items():
                 by_reason.setdefault(reason, []).append(graph)
             native_why = "; ".join(f"{', '.join(gs)}: {reason}" for reason, gs in by_reason.items())
         except trt_engine.TrtUnavailable as err:
             native_why = str(err)
-    rest = [name for name in GRAPH_NAMES if name not in made]
+    rest = [name for name in graphs if name not in made]
     available = ort.get_available_providers()
     wanted = ["tensorrt", "cuda", "cpu"] if trt_first else [backend]
     order = [b for b in wanted if _PROVIDERS[b] in available] or ["cpu"]
@@ -106,8 +123,8 @@ def sessions(package: Package, backend: str = "auto", threads: int | None = None
     running = made[rest[0]].get_providers()[0]
     actual = next((b for b, p in _PROVIDERS.items() if p == running), running)
     on_ort = f"onnxruntime/{running}"
-    if len(rest) < len(GRAPH_NAMES):
-        name = f"{native_label} ({', '.join(n for n in GRAPH_NAMES if n not in rest)}) + {on_ort} ({', '.join(rest)})"
+    if len(rest) < len(graphs):
+        name = f"{native_label} ({', '.join(n for n in graphs if n not in rest)}) + {on_ort} ({', '.join(rest)})"
     else:
         name = on_ort
     if int8 and "tracker" in rest:
@@ -118,7 +135,7 @@ def sessions(package: Package, backend: str = "auto", threads: int | None = None
         else:
             state = "failed to initialise" if _PROVIDERS["tensorrt"] in available else "not in this onnxruntime build"
             ort_why = f"ORT {_PROVIDERS['tensorrt']} {state}; running on {running}"
-        scope = "" if len(rest) == len(GRAPH_NAMES) else f" for {', '.join(rest)}"
+        scope = "" if len(rest) == len(graphs) else f" for {', '.join(rest)}"
         return made, name, f"wanted tensorrt (native): {native_why}; {ort_why}{scope}"
     fallback = None
     if actual != backend:
@@ -138,15 +155,13 @@ def tracker_threads(threads: int | None) -> int:
     return min(int(threads), os.cpu_count() or 1)
 
 
-class PackageModel:
-    """The package's tracker graph as a crop model of the one tracking loop (engine.tracking), its detector graph
-    as the loop's detector, and `texture` for the DAM texture."""
+class _GraphModel:
+    """What both kinds' crop models share: the package's sessions on the chosen backend (checked against their
+    signatures), the detector graph as the loop's detector, and the optional iris graph for the eyes."""
 
-    name = "package"
-
-    def __init__(self, package: str | Path | Package, backend: str = "auto", threads: int | None = None,
+    def __init__(self, package: Package, backend: str = "auto", threads: int | None = None,
                  precision: str = "auto"):
-        self.package = package if isinstance(package, Package) else open_package(package)
+        self.package = package
         self._s, self.backend, self.fallback = sessions(self.package, backend, tracker_threads(threads), precision)
         self._check_signatures()
         self.crop_size = self.package.crop_size
@@ -167,17 +182,6 @@ class PackageModel:
     def detect(self, frame: np.ndarray):
         reg, logits = self._s["detector"].run(None, {"image": detector_input(frame)})
         return detections(frame.shape, reg[0], logits[0], self._anchors)
-
-    def __call__(self, crop_rgb: np.ndarray) -> CropOutput:
-        z, H, V, G, landmarks, presence = self._s["tracker"].run(None, {"crop": crop_rgb[None]})
-        return CropOutput(points=V[0, :, :2], presence=float(presence[0]), G=G[0], H=H[0], z=z[0],
-                          landmarks=landmarks[0])
-
-    def texture(self, z: np.ndarray, H: np.ndarray, corrected: bool = True) -> np.ndarray:
-        """The DAM texture for latent z seen from pose H, uint8 [S,S,3]: C(T) when `corrected`, else T."""
-        v = pose.view_vector(np.asarray(H, np.float64)).astype(np.float32)
-        name = "texture" if corrected else "texture_raw"
-        return self._s["texture"].run([name], {"z": np.asarray(z, np.float32)[None], "v": v[None]})[0][0]
 
     # -- eyes (issue #12): the optional iris graph -------------------------------------------------------------
     def _open_iris(self, threads: int | None):
@@ -213,18 +217,84 @@ class PackageModel:
         return track_eyes(frame, points, lambda batch: self._iris.run(None, {"eyes": batch}))
 
 
+class PackageModel(_GraphModel):
+    """A performer package's tracker graph as a crop model of the one tracking loop (engine.tracking), its detector
+    graph as the loop's detector, and `texture` for the DAM texture."""
+
+    name = "package"
+    refit_pose = True     # the loop refits H to the teacher's landmarks (engine.tracking.refit_pose)
+
+    def __init__(self, package: str | Path | Package, backend: str = "auto", threads: int | None = None,
+                 precision: str = "auto"):
+        super().__init__(_package(package, "performer"), backend, threads, precision)
+
+    def __call__(self, crop_rgb: np.ndarray) -> CropOutput:
+        z, H, V, G, landmarks, presence = self._s["tracker"].run(None, {"crop": crop_rgb[None]})
+        return CropOutput(points=V[0, :, :2], presence=float(presence[0]), G=G[0], H=H[0], z=z[0],
+                          landmarks=landmarks[0])
+
+    def texture(self, z: np.ndarray, H: np.ndarray, corrected: bool = True) -> np.ndarray:
+        """The DAM texture for latent z seen from pose H, uint8 [S,S,3]: C(T) when `corrected`, else T."""
+        v = pose.view_vector(np.asarray(H, np.float64)).astype(np.float32)
+        name = "texture" if corrected else "texture_raw"
+        return self._s["texture"].run([name], {"z": np.asarray(z, np.float32)[None], "v": v[None]})[0][0]
+
+
+class GenericModel(_GraphModel):
+    """The generic package as a crop model: MediaPipe's landmarker on the crop, then H and G fitted onto the canonical
+    shape as engine.teacher.TeacherModel does (engine.pose.fit, numpy).
+    No DAM: z is None, and no texture."""
+
+    name = "generic"
+
+    def __init__(self, package: str | Path | Package, backend: str = "auto", threads: int | None = None):
+        from engine import canonical
+
+        super().__init__(_package(package, "generic"), backend, threads)
+        self._X = canonical.load()[0].astype(np.float64)
+
+    def __call__(self, crop_rgb: np.ndarray) -> CropOutput:
+        landmarks, presence = self._s["landmarks"].run(None, {"crop": crop_rgb[None]})
+        landmarks, presence = landmarks[0].astype(np.float64), float(presence[0])
+        if not np.isfinite(landmarks).all():               # nothing to fit (a broken backend): a lost face
+            return CropOutput(points=landmarks[:, :2], presence=0.0, G=self._X, H=np.full(6, np.nan))
+        H, G = pose.fit(self._X, landmarks)
+        return CropOutput(points=landmarks[:, :2], presence=presence, G=G, H=H, landmarks=landmarks)
+
+
+def _package(package: str | Path | Package, kind: str) -> Package:
+    """The opened package, which must be of `kind` (a one-line UserError naming it otherwise)."""
+    package = package if isinstance(package, Package) else open_package(package)
+    if package.kind != kind:
+        raise UserError(f"{package.path}: a {package.kind} package, not a {kind} one")
+    return package
+
+
+def resolve(package: str | Path | Package) -> Path | Package:
+    """`generic` → the embedded GENERIC_PACKAGE (a folder of that name: `./generic`); anything else as it is (a
+    folder, or an opened Package)."""
+    return GENERIC_PACKAGE if isinstance(package, (str, Path)) and str(package) == GENERIC else package
+
+
 class Tracker(FaceLoop):
-    """A performer package in the one tracking loop: tracker(frame_rgb uint8 HxWx3) → FaceResult | None;
-    texture(z, H) → C(T) uint8 [S,S,3]. What `track`, `bench`, `demo`, `eval PACKAGE` and the studio run."""
+    """A package of either kind in the one tracking loop: tracker(frame_rgb uint8 HxWx3) → FaceResult | None.
+    A performer package's tracker also has texture(z, H) → C(T) uint8 [S,S,3]; a generic one has no `texture`
+    attribute (callers test hasattr). What `track`, `bench`, `demo`, `eval PACKAGE` and the studio run."""
 
     def __init__(self, package: str | Path | Package, backend: str = "auto", threads: int | None = None,
                  precision: str = "auto", options: TrackOptions | None = None):
-        super().__init__(PackageModel(package, backend, threads, precision), options)
+        package = resolve(package)
+        package = package if isinstance(package, Package) else open_package(package)
+        model = GenericModel(package, backend, threads) if package.kind == "generic" else \
+            PackageModel(package, backend, threads, precision)
+        super().__init__(model, options)
         self.package, self.fallback = self.model.package, self.model.fallback
         self.topology = self.package.topology()
-        self.texture = self.model.texture
+        if hasattr(self.model, "texture"):
+            self.texture = self.model.texture
 
 
-def open_tracker(package: str | Path, backend: str = "auto", threads: int | None = None,
+def open_tracker(package: str | Path | Package, backend: str = "auto", threads: int | None = None,
                  precision: str = "auto", options: TrackOptions | None = None) -> Tracker:
+    """A Tracker for a package folder, an opened Package, or `generic` (the embedded any-face package)."""
     return Tracker(package, backend, threads, precision, options)

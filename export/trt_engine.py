@@ -624,11 +624,12 @@ def main(argv=None) -> int:
     p.add_argument("--module", choices=MODULES)
     a = p.parse_args(argv)
     try:
-        made, problems, label = open_sessions(open_package(a.package), prefer=a.module)
+        package = open_package(a.package)
+        made, problems, label = open_sessions(package, package.graph_names, prefer=a.module)
     except TrtUnavailable as err:
         print(f"native TensorRT unavailable: {err}")
         return 1
-    for graph in GRAPH_NAMES:
+    for graph in package.graph_names:
         print(f"{graph}: " + (made[graph].label if graph in made else f"not native: {problems[graph]}"))
     return 0 if made else 1
 

@@ -19,6 +19,8 @@ import pytest
 from engine.errors import UserError
 from export import trt_engine as te
 from export.package import (
+    GENERIC_GRAPH_NAMES,
+    GENERIC_PACKAGE,
     GRAPH_NAMES,
     MANIFEST,
     SAMPLE_PACKAGE,
@@ -320,7 +322,7 @@ def test_real_graphs_match_their_signatures(signatures, base):
         check_graph(graph, *signatures[graph], path=base / f"{graph}.onnx", sizes=sizes)
         check_graph(graph, *signatures[graph])           # without sizes: any fixed size for the symbolic dims
     check_graph("tracker", *signatures["tracker_int8"], sizes=sizes)
-    assert set(SIGNATURES) == set(GRAPH_NAMES)
+    assert set(SIGNATURES) == set(GRAPH_NAMES) | set(GENERIC_GRAPH_NAMES)
 
 
 @pytest.mark.parametrize("graph,given,match", [
@@ -408,3 +410,118 @@ def test_a_graph_changed_after_verification_is_not_built(fakes, pkg, tmp_path, m
     fakes["install"](builder_fp16=True)
     made, problems, _ = te.open_sessions(p)
     assert "detector" not in made and problems["detector"].startswith("detector.onnx changed since the package")
+
+
+# ------------------------------------------------------------------------------------------- the generic kind
+@pytest.fixture(scope="module")
+def generic_base(tmp_path_factory):
+    """One copy of the generic package per module (read-only by convention, as `base`)."""
+    root = tmp_path_factory.mktemp("generic_base") / "pkg"
+    shutil.copytree(GENERIC_PACKAGE, root)
+    open_package(root)
+    return root
+
+
+@pytest.fixture
+def gpkg(generic_base, tmp_path):
+    """A fresh generic package: hard links to `generic_base`'s files and its own manifest."""
+    root = tmp_path / "pkg"
+    root.mkdir()
+    for f in generic_base.iterdir():
+        try:
+            os.link(f, root / f.name) if f.name != MANIFEST else shutil.copy(f, root / f.name)
+        except OSError:
+            shutil.copy(f, root / f.name)
+    return root
+
+
+def test_the_generic_package_opens_and_opens_nothing_outside(gpkg):
+    with only_inside(gpkg):
+        p = open_package(gpkg)
+    assert p.kind == "generic" and p.graph_names == GENERIC_GRAPH_NAMES and p.sizes == {"crop_size": 192}
+    assert p.manifest_sha256 == sha(gpkg / MANIFEST)
+
+
+def test_old_and_explicit_performer_manifests_stay_valid(pkg):
+    assert "kind" not in manifest(pkg) and open_package(pkg).kind == "performer"     # every package before
+    write_manifest(pkg, {**manifest(pkg), "kind": "performer"})
+    assert open_package(pkg).kind == "performer"
+
+
+def _copy_in(pkg, name, source) -> str:
+    """Put a copy of `source` at pkg/name (a new file, never through a hard link); returns its hash."""
+    (pkg / name).unlink(missing_ok=True)
+    shutil.copy(source, pkg / name)
+    return sha(pkg / name)
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda m, p, s: m.update(kind="other"), r"kind must be one of 'performer', 'generic' \(found 'other'\)"),
+    (lambda m, p, s: m.update(kind=1), r"kind must be one of 'performer', 'generic' \(found 1\)"),
+    (lambda m, p, s: m.update(kind=["generic"]), r"kind must be one of"),
+    (lambda m, p, s: m.pop("kind"), r"missing texture$"),                # read as a performer package: refused
+    (lambda m, p, s: m["files"].pop("landmarks.onnx"), r"lists no landmarks\.onnx \(a generic package\)"),
+    (lambda m, p, s: m["files"].pop("detector.onnx"), r"lists no detector\.onnx"),
+    (lambda m, p, s: m["files"].pop("iris.onnx"), r"lists no iris\.onnx"),
+    (lambda m, p, s: m["files"].pop("topology.npz"), r"lists no topology\.npz"),
+    (lambda m, p, s: m["files"].update({"tracker.onnx": _copy_in(p, "tracker.onnx", s / "tracker.onnx")}),
+     r"a generic package lists tracker\.onnx \(a performer package's graph\)"),
+    (lambda m, p, s: m["files"].update({"texture.onnx": _copy_in(p, "texture.onnx", s / "texture.onnx")}),
+     r"a generic package lists texture\.onnx"),
+    (lambda m, p, s: m["files"].update({"tracker_int8.onnx": _copy_in(p, "tracker_int8.onnx",
+                                                                       s / "tracker_int8.onnx")}),
+     r"a generic package lists tracker_int8\.onnx"),
+    (lambda m, p, s: m["input"].update(crop_size=192.0), r"input\.crop_size must be an integer"),
+    (lambda m, p, s: m["input"].update(layout="NCHW"), r"input\.layout must be 'NHWC'"),
+    (lambda m, p, s: m.update(parity={"landmarks_px": "tiny"}), r"parity\.landmarks_px must be a finite number"),
+    (lambda m, p, s: m.update(sources={"landmarks.onnx": 3}), r"sources\.landmarks\.onnx must be a string"),
+    (lambda m, p, s: m["files"].update({"../secret.onnx": "0" * 64}), r"file name '\.\./secret\.onnx' is not a plain"),
+])
+def test_generic_manifest_is_checked_as_strictly(gpkg, change, match):
+    m = manifest(gpkg)
+    change(m, gpkg, SAMPLE_PACKAGE)
+    write_manifest(gpkg, m)
+    refused(gpkg, r"manifest\.json: " + match)
+
+
+def test_a_performer_package_may_not_list_the_landmarks_graph(pkg):
+    digest = _copy_in(pkg, "landmarks.onnx", GENERIC_PACKAGE / "landmarks.onnx")
+    list_file(pkg, "landmarks.onnx", digest)
+    refused(pkg, r"manifest\.json: a performer package lists landmarks\.onnx \(a generic package's graph\)")
+    write_manifest(pkg, {**manifest(pkg), "kind": "generic"})             # relabelled: still not a generic one
+    refused(pkg, r"manifest\.json: a generic package lists tracker\.onnx")
+
+
+@pytest.mark.parametrize("name", ["landmarks.onnx", "detector.onnx", "iris.onnx", "topology.npz"])
+def test_generic_files_are_hashed(gpkg, name):
+    data = bytearray((gpkg / name).read_bytes())
+    data[len(data) // 2] ^= 0x40
+    (gpkg / name).unlink()                                # a hard link to the base: replace, never write through
+    (gpkg / name).write_bytes(bytes(data))
+    refused(gpkg, re.escape(name) + r": hash mismatch")
+    (gpkg / name).unlink()
+    refused(gpkg, re.escape(name) + r": missing from the package")
+
+
+def test_a_generic_graph_in_the_wrong_place_is_refused_when_opened(gpkg):
+    """Hashes rewritten after the swap pass open_package; the graph signatures refuse it before the first frame."""
+    from export.runtime import open_tracker
+
+    list_file(gpkg, "landmarks.onnx", _copy_in(gpkg, "landmarks.onnx", gpkg / "detector.onnx"))
+    with pytest.raises(UserError, match=r"landmarks\.onnx: not the landmarks graph: inputs \['image'\], "
+                                        r"expected \['crop'\]$"):
+        open_tracker(gpkg, "cpu")
+
+
+def test_landmarks_signature_sizes_and_types(generic_base):
+    s = ort.InferenceSession(str(generic_base / "landmarks.onnx"), providers=["CPUExecutionProvider"])
+    ins = [(i.name, i.type, i.shape) for i in s.get_inputs()]
+    outs = [(o.name, o.type, o.shape) for o in s.get_outputs()]
+    check_graph("landmarks", ins, outs, sizes={"crop_size": 192})
+    with pytest.raises(UserError, match=r"landmarks input 'crop' has shape \[1, 192, 192, 3\], expected "
+                                        r"\[1, 256, 256, 3\]"):
+        check_graph("landmarks", ins, outs, sizes={"crop_size": 256})     # a manifest that lies about the crop
+    with pytest.raises(UserError, match=r"landmarks output 'landmarks' has shape \[1, 468, 2\]"):
+        check_graph("landmarks", ins, [("landmarks", "tensor(float)", [1, 468, 2]), outs[1]])
+    with pytest.raises(UserError, match=r"not the landmarks graph: outputs"):
+        check_graph("landmarks", ins, outs[:1])
