@@ -1,7 +1,7 @@
 """Capture worker: reads the source into a LatestSlot; paces files to their fps; reconnects lost sources.
 
 Taps (callables given every captured Frame, on this thread) see each frame, also those the tracker never gets
-because a newer one replaced it in the slot: a recorder of the raw video (app.make_model) needs them all. A tap
+because a newer one replaced it in the slot: a recorder of the raw video (app.guided) needs them all. A tap
 must be quick (hand the frame to its own thread); one that raises is reported and skipped for that frame."""
 from __future__ import annotations
 

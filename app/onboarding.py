@@ -1,8 +1,8 @@
 """The studio's "Make my model" dialog: name → guided recording → build in the background → the new package.
 
 The recording takes every frame of the window's current source through the pipeline's frame tap
-(app.make_model.TapRecorder), while the studio keeps tracking; the prompt, its countdown and a preview are shown
-big. The build runs as `facetrack build` in its own process group (app.make_model.BuildProcess): a progress bar,
+(app.guided.TapRecorder), while the studio keeps tracking; the prompt, its countdown and a preview are shown
+big. The build runs as `facetrack build` in its own process group (app.build_process.BuildProcess): a progress bar,
 the stage, an ETA and Cancel. On success the window switches to the new package and it is remembered for the next
 launch (app.settings). The dialog is not modal: the studio stays usable throughout. Closing it (or quitting the
 studio) mid-way asks first, then cancels: no build process outlives it, and nothing half-made is left on disk.
@@ -20,6 +20,8 @@ from PySide6.QtGui import QFont, QImage, QPixmap
 from PySide6.QtWidgets import (QApplication, QComboBox, QDialog, QFileDialog, QFormLayout, QHBoxLayout, QLabel,
                                QLineEdit, QMessageBox, QProgressBar, QPushButton, QVBoxLayout, QWidget)
 
+from app.build_process import BuildProcess, describe_eta
+from app.guided import GuidedRecording, TapRecorder
 from app import make_model as mm
 from app import settings
 from engine.errors import UserError
@@ -52,8 +54,8 @@ class MakeModelDialog(QDialog):
         self._build_command, self._build_extra = build_command, tuple(build_extra)
         self.root = Path(root) if root is not None else mm.data_dir()
         self.state = "setup"          # setup, recording, building, cancelling, done, failed, cancelled
-        self.recorder: mm.TapRecorder | None = None
-        self.build: mm.BuildProcess | None = None
+        self.recorder: TapRecorder | None = None
+        self.build: BuildProcess | None = None
         self.out: Path | None = None
         self.confirm = self._ask      # (question) -> bool; tests replace it
         self.setWindowTitle("Make my model")
@@ -169,14 +171,14 @@ class MakeModelDialog(QDialog):
             return
         try:
             scratch = mm.claim(out)
-            recording = mm.GuidedRecording(scratch, getattr(source, "fps", 30.0) or 30.0, self.enroll_seconds,
-                                           self.perform_seconds, self.get_ready)
+            recording = GuidedRecording(scratch, getattr(source, "fps", 30.0) or 30.0, self.enroll_seconds,
+                                        self.perform_seconds, self.get_ready)
         except UserError as err:
             self._tell(str(err), True)
             return
         self.out = out
         # a camera's frames carry its clock (prompts follow real time); a file's are counted at its fps
-        self.recorder = mm.TapRecorder(recording, use_time=getattr(source, "paced", True))
+        self.recorder = TapRecorder(recording, use_time=getattr(source, "paced", True))
         self.studio.pipeline.add_tap(self.recorder)
         self._set_state("recording")
         self._tell("")
@@ -205,8 +207,8 @@ class MakeModelDialog(QDialog):
         command = None
         if self._build_command is not None:
             command = self._build_command(clips["enroll"], clips["perform"], self.out, work)
-        self.build = mm.BuildProcess(clips["enroll"], clips["perform"], self.out, self.profile_combo.currentData(),
-                                     work, self._build_extra, command, nice=BUILD_NICE)
+        self.build = BuildProcess(clips["enroll"], clips["perform"], self.out, self.profile_combo.currentData(),
+                                  work, self._build_extra, command, nice=BUILD_NICE)
         try:
             self.build.start()
         except UserError as err:
@@ -322,7 +324,7 @@ class MakeModelDialog(QDialog):
         if self.state == "building":
             self.stage_label.setText(f"{build.stage}{' · ' + build.detail if build.detail else ''}"
                                      if build.stage else "starting…")
-            self.eta_label.setText(mm.describe_eta(build.eta_s))
+            self.eta_label.setText(describe_eta(build.eta_s))
 
     def _show_preview(self) -> None:
         image = self.recorder.latest if self.recorder is not None and self.state == "recording" else None

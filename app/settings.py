@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from app.smoothing import BETA_RANGE, DEFAULT_BETA, DEFAULT_MIN_CUTOFF, MIN_CUTOFF_RANGE
 from engine import options
+from engine.userdirs import user_dir
 from export.expressions import ARKIT_NAMES, DEAD_ZONE_RANGE, GAIN_RANGE, check_neutral
 
 VERSION = 1
@@ -42,13 +42,7 @@ CAMERA_WIDTH, CAMERA_HEIGHT, CAMERA_FPS = (160, 7680), (120, 4320), (1, 240)   #
 
 
 def config_dir() -> Path:
-    own = os.environ.get("FACETRACK_CONFIG")
-    if own:
-        return Path(own).expanduser().absolute()
-    xdg = os.environ.get("XDG_CONFIG_HOME")
-    if xdg and Path(xdg).is_absolute():
-        return Path(xdg) / "facetrack"
-    return Path.home() / ".config" / "facetrack"
+    return user_dir("config")
 
 
 def read_json(path: Path) -> dict:

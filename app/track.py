@@ -21,7 +21,6 @@ most TEXTURE_HZ times per second of video, so geometry never waits for it.
 from __future__ import annotations
 
 import os
-import signal
 import threading
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import Iterator
 import cv2
 import numpy as np
 
+from app.interrupt import StopSignals
 from engine import options, video
 from engine.errors import UserError
 
@@ -182,28 +182,6 @@ def release_output(out: Path) -> None:
         pass
 
 
-class _Stop:
-    """SIGINT, SIGTERM and SIGHUP ask the run to stop at the next frame boundary (`requested` names the signal),
-    so a frame is never half written: its video frame and its session line go together. The previous handlers come
-    back at exit."""
-
-    SIGNALS = tuple(getattr(signal, n) for n in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, n))
-
-    def __enter__(self):
-        self._old, self.requested = {}, None
-        if threading.current_thread() is threading.main_thread():
-            for sig in self.SIGNALS:
-                self._old[sig] = signal.signal(sig, self._note)
-        return self
-
-    def _note(self, signum, _frame):
-        self.requested = signal.Signals(signum).name
-
-    def __exit__(self, *exc):
-        for sig, handler in self._old.items():
-            signal.signal(sig, handler)
-
-
 def track(package: str | Path, source: str, out: str | Path, backend: str = "auto",
           max_frames: int | None = None, texture_hz: float = TEXTURE_HZ, threads: int | None = None,
           precision: str = "auto", stream: str | None = None, smoothing: bool = True, eyes: bool = True,
@@ -247,7 +225,7 @@ def track(package: str | Path, source: str, out: str | Path, backend: str = "aut
     found, last_texture, recorder, index = 0, -every, None, 0
     start = time.perf_counter()
     try:
-        with _Stop() as stop, video.VideoWriter(out / "overlay.mp4", src.fps) as overlay:
+        with StopSignals() as stop, video.VideoWriter(out / "overlay.mp4", src.fps) as overlay:
             while (max_frames is None or index < max_frames) and not stop.requested:
                 t0 = time.perf_counter()
                 image = next(src.frames, None)

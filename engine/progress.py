@@ -1,4 +1,4 @@
-"""Machine-readable progress for a parent process (app.make_model.BuildProcess): `report(stage, done, total)`.
+"""Machine-readable progress for a parent process (app.build_process.BuildProcess): `report(stage, done, total)`.
 
 With FACETRACK_PROGRESS=1 in the environment each call may print one line on stderr,
 

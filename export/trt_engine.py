@@ -57,6 +57,7 @@ from typing import Callable
 
 import numpy as np
 
+from engine.userdirs import user_dir
 from export.package import GRAPH_NAMES, read_manifest
 
 MODULES = ("tensorrt", "tensorrt_rtx")
@@ -155,13 +156,7 @@ def cache_key(capability: tuple[int, int], flavour: str, version: str) -> str:
 def cache_root() -> Path:
     """The per-user cache: $FACETRACK_CACHE, else $XDG_CACHE_HOME/facetrack (an absolute one), else
     ~/.cache/facetrack."""
-    own = os.environ.get("FACETRACK_CACHE")
-    if own:
-        return Path(own).expanduser().absolute()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    if xdg and Path(xdg).is_absolute():
-        return Path(xdg) / "facetrack"
-    return Path.home() / ".cache" / "facetrack"
+    return user_dir("cache")
 
 
 def package_cache_dir(package) -> Path:

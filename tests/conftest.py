@@ -18,3 +18,14 @@ def shared_data() -> Path:
 def _own_config(tmp_path_factory, monkeypatch):
     """Each test remembers studio settings in its own folder, never in the user's ~/.config (app.settings)."""
     monkeypatch.setenv("FACETRACK_CONFIG", str(tmp_path_factory.mktemp("config")))
+
+
+@pytest.fixture
+def one_torch_thread():
+    """1 torch thread: on a shared 2-core CPU, 2 threads make the teacher 10x+ slower. Restored afterwards."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -20,15 +20,7 @@ def clip(tmp_path_factory):
     return synth.write_clip(tmp_path_factory.mktemp("eval"), frames=30, domain="lab", seed=1, size=(320, 240))
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """1 torch thread: on a shared 2-core CPU, 2 threads make the teacher 10x+ slower. Restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def cli(*argv):

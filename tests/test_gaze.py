@@ -160,15 +160,7 @@ def test_ground_truth_gaze_shape_is_checked(tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------- the eval
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """1 torch thread (the dlib reference and the teacher share a 2-core CPU); restored afterwards."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_eval_reports_gaze_error_for_a_package_with_irises(tmp_path):

@@ -15,7 +15,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from app.build_process import STAGE_WEIGHTS, BuildProcess, describe_eta
+from app.guided import CLIPS, GuidedRecording, TapRecorder, enrollment_script, full_script
 from app import make_model as mm
+from app.interrupt import StopSignals
 from engine import progress
 
 cv2 = pytest.importorskip("cv2")
@@ -61,14 +64,14 @@ def group_alive(pgid: int) -> bool:
 # ----------------------------------------------------------------------------------------------- the script
 def test_prompt_script_covers_the_expressions_and_the_time():
     for seconds in (30.0, 7.5):
-        script = mm.enrollment_script(seconds)
+        script = enrollment_script(seconds)
         assert sum(p.seconds for p in script) == pytest.approx(seconds, abs=1e-9)
         assert all(p.seconds > 0 and p.clip == "enroll" for p in script)
-    keys = {p.key for p in mm.enrollment_script()}
+    keys = {p.key for p in enrollment_script()}
     assert {"neutral", "blink", "smile", "jaw", "brows", "frown", "pucker", "look"} <= keys
-    looks = " ".join(p.text for p in mm.enrollment_script() if p.key == "look")
+    looks = " ".join(p.text for p in enrollment_script() if p.key == "look")
     assert all(w in looks for w in ("left", "right", "up", "down"))
-    full = mm.full_script(30, 20, get_ready=3)
+    full = full_script(30, 20, get_ready=3)
     assert [p.clip for p in full][0] is None and full[-1].clip == "perform" and full[-1].seconds == 20
     assert sum(p.seconds for p in full if p.clip == "enroll") == pytest.approx(30)
     assert "usual place" in full[-1].text
@@ -81,7 +84,7 @@ def test_guided_recording_splits_a_file_into_two_playable_clips(tmp_path):
 
     src = FileSource(CLIP, loop=False)
     src.open()
-    rec = mm.GuidedRecording(tmp_path, src.fps, enroll_seconds=2.0, perform_seconds=1.2, get_ready=0.4)
+    rec = GuidedRecording(tmp_path, src.fps, enroll_seconds=2.0, perform_seconds=1.2, get_ready=0.4)
     originals = []
     try:
         while True:
@@ -108,7 +111,7 @@ def test_guided_recording_splits_a_file_into_two_playable_clips(tmp_path):
 
 
 def test_guided_recording_follows_the_clock_and_aborts_cleanly(tmp_path):
-    rec = mm.GuidedRecording(tmp_path, 30.0, enroll_seconds=3.0, perform_seconds=1.0, get_ready=1.0)
+    rec = GuidedRecording(tmp_path, 30.0, enroll_seconds=3.0, perform_seconds=1.0, get_ready=1.0)
     image = np.zeros((48, 64, 3), np.uint8)
     assert rec.status().state == "waiting"
     rec.feed(image, t=100.0)
@@ -126,7 +129,7 @@ def test_guided_recording_follows_the_clock_and_aborts_cleanly(tmp_path):
 
 
 def test_a_short_clip_is_refused_and_leaves_nothing(tmp_path):
-    rec = mm.GuidedRecording(tmp_path, 10.0, enroll_seconds=1.0, perform_seconds=1.0, get_ready=0)
+    rec = GuidedRecording(tmp_path, 10.0, enroll_seconds=1.0, perform_seconds=1.0, get_ready=0)
     for i in range(12):                            # 10 enrollment frames, 2 of the new environment
         rec.feed(np.full((32, 32, 3), i, np.uint8))
     with pytest.raises(Exception, match="new-environment clip"):
@@ -161,12 +164,12 @@ def test_camera_recording_shows_each_prompt_and_a_stop_keeps_nothing(tmp_path, m
     import app.sources
 
     monkeypatch.setattr(app.sources, "CameraSource", FakeCamera)
-    stop = mm._Stop()
+    stop = StopSignals()
     stop.requested = None
     clips = mm.record("camera:0", tmp_path / "a", 3.0, 1.0, stop, get_ready=0.5)
     lines = capsys.readouterr().err.splitlines()                     # off a terminal: one line per prompt
-    assert [ln.rsplit("  ", 1)[0].strip() for ln in lines] == [p.text for p in mm.full_script(3.0, 1.0, 0.5)]
-    assert [len(decoded(clips[c])) for c in mm.CLIPS] == [90, 30]
+    assert [ln.rsplit("  ", 1)[0].strip() for ln in lines] == [p.text for p in full_script(3.0, 1.0, 0.5)]
+    assert [len(decoded(clips[c])) for c in CLIPS] == [90, 30]
 
     monkeypatch.setattr(app.sources, "CameraSource", lambda index: FakeCamera(index, stop_after=40, stop=stop))
     assert mm.record("camera:0", tmp_path / "b", 3.0, 1.0, stop, get_ready=0.5) == {}
@@ -184,8 +187,8 @@ def test_pipeline_tap_records_every_captured_frame_even_when_tracking_drops_them
         deadline = time.monotonic() + 10
         while pipeline.capture.frames == 0 and time.monotonic() < deadline:
             time.sleep(0.01)
-        recorder = mm.TapRecorder(mm.GuidedRecording(tmp_path, pipeline.source.fps, 0.8, 0.6, get_ready=0),
-                                  use_time=False)
+        recorder = TapRecorder(GuidedRecording(tmp_path, pipeline.source.fps, 0.8, 0.6, get_ready=0),
+                               use_time=False)
         pipeline.add_tap(recorder)
         deadline = time.monotonic() + 20
         while not recorder.finished and time.monotonic() < deadline:
@@ -264,7 +267,7 @@ def fake(tmp_path):
 
 def test_build_progress_is_parsed_to_a_weighted_fraction(tmp_path, fake):
     out, work = tmp_path / "pkg", tmp_path / "pkg.work"
-    build = mm.BuildProcess("e.mp4", "p.mp4", out, command=fake("ok", out, work, 0.05)).start()
+    build = BuildProcess("e.mp4", "p.mp4", out, command=fake("ok", out, work, 0.05)).start()
     seen = []
     while build.wait(0.02) == "running":
         seen.append((build.fraction, build.stage, build.detail))
@@ -278,11 +281,11 @@ def test_build_progress_is_parsed_to_a_weighted_fraction(tmp_path, fake):
 
 
 def test_build_fraction_uses_stage_weights():
-    build = mm.BuildProcess("e", "p", "/nonexistent/pkg")
+    build = BuildProcess("e", "p", "/nonexistent/pkg")
     for line in ("[1/5] enroll …", "[1/5] enroll done in 3 s (x); total 3 s", "[2/5] train-dam done in 3 s (x)",
                  "[3/5] train-i2z …", "##progress 1000/2000 train-i2z", "##progress 10/18 train-i2z: pool"):
         build._parse(line)
-    w = mm.STAGE_WEIGHTS
+    w = STAGE_WEIGHTS
     within = 0.06 + (0.97 - 0.06) * 0.5                    # a late pool line does not move it back
     assert build.fraction == pytest.approx((w["enroll"] + w["train-dam"] + w["train-i2z"] * within) / sum(w.values()))
     assert build.detail == "preparing views 10/18"
@@ -290,12 +293,12 @@ def test_build_fraction_uses_stage_weights():
     build._clock, build._started, build.state = (lambda: clock[0]), 0.0, "running"
     clock[0] = 120.0
     assert build.eta_s == pytest.approx(120.0 * (1 - build.fraction) / build.fraction)
-    assert mm.describe_eta(None).startswith("estimating") and mm.describe_eta(400) == "about 7 min left"
+    assert describe_eta(None).startswith("estimating") and describe_eta(400) == "about 7 min left"
 
 
 def test_failing_build_surfaces_its_error_line_and_removes_the_half_package(tmp_path, fake):
     out, work = tmp_path / "pkg", tmp_path / "pkg.work"
-    build = mm.BuildProcess("e.mp4", "p.mp4", out, command=fake("fail", out, work)).start()
+    build = BuildProcess("e.mp4", "p.mp4", out, command=fake("fail", out, work)).start()
     assert build.wait(30) == "failed"
     assert build.error == "enroll.mp4: no face found in any of 50 frames"
     assert not out.exists() and not work.exists()
@@ -306,7 +309,7 @@ def test_cancel_stops_the_process_group_and_removes_only_what_it_created(tmp_pat
     out, work = tmp_path / "pkg", tmp_path / "mine"
     work.mkdir()
     (work / "precious.txt").write_text("not the build's")         # a work folder that held files: left alone
-    build = mm.BuildProcess("e.mp4", "p.mp4", out, command=fake(mode, out, work)).start()
+    build = BuildProcess("e.mp4", "p.mp4", out, command=fake(mode, out, work)).start()
     deadline = time.monotonic() + 30
     while build.fraction == 0 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -373,7 +376,7 @@ def test_cli_make_model_end_to_end_builds_a_package_the_runtime_opens(tmp_path):
     assert r.stdout.startswith(f"made {out} in ") and "facetrack studio --package" in r.stdout
     assert "[100%]" not in r.stderr and "5/5 packaging your model" in r.stderr       # one line per stage off a tty
     assert not (tmp_path / "performers" / "me.work").exists()
-    assert [len(decoded(clips / f"{c}.mp4")) for c in mm.CLIPS] == [50, 50]
+    assert [len(decoded(clips / f"{c}.mp4")) for c in CLIPS] == [50, 50]
     report = json.loads((out / "build_report.json").read_text())
     assert report["stages"]["enroll"]["frames_total"] == 20
     tracker = open_tracker(out, "cpu")
