@@ -105,37 +105,44 @@ REFINE_TOL = 1e-8     # stop when the cost or the parameters change relatively l
 
 
 def _axes(angles: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
-    """The three elementary rotations (Rx, Ry, Rz) of R = Rz·Ry·Rx, and their derivatives."""
-    out, der = [], []
-    for axis, a in enumerate(angles):
-        c, s = np.cos(a), np.sin(a)
-        i, j = [k for k in range(3) if k != axis]
-        sign = -1.0 if axis == 1 else 1.0        # Ry's sine terms sit the other way round
-        M, D = np.eye(3), np.zeros((3, 3))
-        M[i, i] = M[j, j] = c
-        M[i, j], M[j, i] = -sign * s, sign * s
-        D[i, i] = D[j, j] = -s
-        D[i, j], D[j, i] = -sign * c, sign * c
-        out.append(M)
-        der.append(D)
-    return out, der
+    """The three elementary rotations (Rx, Ry, Rz) of R = Rz·Ry·Rx, and their derivatives (from Python floats: a
+    handful of 3×3 arrays a frame, where numpy's per-call overhead is the cost)."""
+    (cx, sx), (cy, sy), (cz, sz) = ((math.cos(a), math.sin(a)) for a in angles.tolist())
+    R = [np.array([[1.0, 0.0, 0.0], [0.0, cx, -sx], [0.0, sx, cx]]),
+         np.array([[cy, 0.0, sy], [0.0, 1.0, 0.0], [-sy, 0.0, cy]]),
+         np.array([[cz, -sz, 0.0], [sz, cz, 0.0], [0.0, 0.0, 1.0]])]
+    D = [np.array([[0.0, 0.0, 0.0], [0.0, -sx, -cx], [0.0, cx, -sx]]),
+         np.array([[-sy, 0.0, cy], [0.0, 0.0, 0.0], [-cy, 0.0, -sy]]),
+         np.array([[-sz, -cz, 0.0], [cz, -sz, 0.0], [0.0, 0.0, 0.0]])]
+    return R, D
 
 
 def _residual_and_jacobian(X: np.ndarray, y: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """r [2V] and J [2V,6] of f·Π·R·X + t − y, the x rows first, then the y rows."""
     (Rx, Ry, Rz), (dRx, dRy, dRz) = _axes(h[1:4])
     rows = np.concatenate([M[:2] for M in (Rz @ Ry @ Rx, Rz @ Ry @ dRx, Rz @ dRy @ Rx, dRz @ Ry @ Rx)])
-    P = (X @ rows.T).reshape(len(X), 4, 2)                     # Π·R·X and Π·(∂R/∂angle)·X, one product
-    r = (h[0] * P[:, 0] + h[4:6] - y).ravel()
-    J = np.zeros((len(X), 2, 6))
-    J[:, :, 0] = P[:, 0]
-    J[:, :, 1:4] = h[0] * P[:, 1:].transpose(0, 2, 1)
-    J[:, 0, 4] = J[:, 1, 5] = 1.0
-    return r, J.reshape(-1, 6)
+    P = X @ rows.T                                  # [V,8]: (x, y) of Π·R·X, then of Π·(∂R/∂angle)·X per angle
+    V = len(X)
+    J = np.zeros((2 * V, 6))
+    J[:V, 0], J[V:, 0] = P[:, 0], P[:, 1]
+    J[:V, 1:4], J[V:, 1:4] = h[0] * P[:, 2::2], h[0] * P[:, 3::2]
+    J[:V, 4] = J[V:, 5] = 1.0
+    r = np.concatenate([h[0] * P[:, 0] + h[4] - y[:, 0], h[0] * P[:, 1] + h[5] - y[:, 1]])
+    return r, J
 
 
-def refine(X, y, h0) -> np.ndarray:
+def gauss_newton(X, y, h, steps: int) -> np.ndarray:
+    """Numpy: `steps` undamped Gauss-Newton steps on ‖f·Π·R·X + t − y‖² from an h already near the minimum."""
+    X, y, h = np.asarray(X, np.float64), np.asarray(y, np.float64), np.asarray(h, np.float64)
+    for _ in range(steps):
+        r, J = _residual_and_jacobian(X, y, h)
+        h = h + np.linalg.solve(J.T @ J, -(J.T @ r))
+    return h
+
+
+def refine(X, y, h0, tol: float = REFINE_TOL) -> np.ndarray:
     """Numpy: the H [6] minimising the 2D reprojection error ‖f·Π·R·X + t − y‖² of shape X [V,3] onto points
-    y [V,2], starting from h0 (the minimum near it)."""
+    y [V,2], starting from h0 (the minimum near it); `tol`: the relative change of cost or H that ends it."""
     X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
     h, lam = np.asarray(h0, np.float64).copy(), 1e-6
     r, J = _residual_and_jacobian(X, y, h)
@@ -143,10 +150,12 @@ def refine(X, y, h0) -> np.ndarray:
     for _ in range(REFINE_STEPS):
         A, g = J.T @ J, J.T @ r
         step = np.linalg.solve(A + lam * np.diag(np.diag(A)), -g)
+        if np.linalg.norm(step) <= tol * (tol + np.linalg.norm(h)):   # converged: no need to evaluate the step
+            return h + step
         r_new, J_new = _residual_and_jacobian(X, y, h + step)
         new = r_new @ r_new
         if new <= cost:                                        # accept: trust the quadratic model more
-            done = cost - new <= REFINE_TOL * cost or np.linalg.norm(step) <= REFINE_TOL * (REFINE_TOL + np.linalg.norm(h))
+            done = cost - new <= tol * cost or np.linalg.norm(step) <= tol * (tol + np.linalg.norm(h))
             h, r, J, cost, lam = h + step, r_new, J_new, new, max(lam / 10, 1e-12)
             if done:
                 break

@@ -177,3 +177,18 @@ def test_rebuilding_reproduces_the_committed_package(tmp_path):
                [(i.name, i.type, i.shape) for i in b[graph].get_inputs() + b[graph].get_outputs()]
     if ours["versions"] == theirs["versions"]:              # the same torch and onnx: the same bytes
         assert ours["files"] == theirs["files"]
+
+
+def test_track_records_a_generic_session_that_replays(shared_data, tmp_path):
+    """`facetrack track generic CLIP`: no texture thread, found frames recorded with an empty z (no latent), and the
+    session loads back with every frame found."""
+    from app.recording import load_session
+    from app.track import track
+
+    clip = shared_data / CLIP
+    if not clip.is_file():
+        pytest.skip(f"{clip} not found")
+    report = track(GENERIC, str(clip), tmp_path / "s", backend="cpu", max_frames=8, threads=1)
+    assert report["frames_found"] == 8 and report["texture"] is None
+    session = load_session(tmp_path / "s")
+    assert session.z.shape == (8, 0) and np.isfinite(session.H).all()

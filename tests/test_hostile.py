@@ -545,7 +545,7 @@ SESSION_CASES = {
     "z-missing": (_line(1, _drop("z")), "'z' must be"),
     "z-string": (_line(1, _set("z", "0.1,0.2")), "'z' must be"),
     "z-strings-inside": (_line(1, _set("z", ["a"] * Z_DIM)), "'z' must be"),
-    "z-empty": (_line(0, _set("z", [])), "'z' must be"),
+    "z-empty-among-latents": (_line(1, _set("z", [])), "'z' has 0 values"),   # [] only from a tracker without one
     "z-length-varies": (_line(2, _set("z", [0.0] * (Z_DIM - 3))), "'z' has 13 values"),
     "H-short": (_line(1, _set("H", [1.0] * 5)), "'H' has 5 values"),
     "H-missing": (_line(1, _drop("H")), "'H' must be"),

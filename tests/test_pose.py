@@ -76,3 +76,30 @@ def test_fit_refines_pose_in_2d_and_reprojects_exactly():
     H_fit, G_fit = pose.fit(X, Y)
     assert abs(H_fit[2] - H[2]) < 0.02 < abs(H_closed[2] - H[2])
     np.testing.assert_allclose(pose.project(G_fit, H_fit), Y[:, :2], atol=1e-8)
+
+
+def test_refit_pose_moves_h_onto_the_teachers_landmarks():
+    """engine.tracking.refit_pose: a person model whose H head is off by a few degrees and pixels gets the H under
+    which its own mesh lands on the teacher's 2D landmarks; G and z stay the model's."""
+    from engine.tracking import CropOutput, refit_pose
+
+    rng = np.random.default_rng(5)
+    G = canonical.load()[0].astype(np.float64)
+    H_true = np.array([7.0, 0.15, -0.4, 0.05, 130.0, 118.0])
+    landmarks = pose.project(G, H_true) + rng.normal(0, 0.3, (468, 2))
+    H_net = H_true + np.array([0.3, 0.05, -0.06, 0.03, 3.0, -2.0])
+    z = rng.normal(size=128)
+    out = refit_pose(CropOutput(points=pose.project(G, H_net), presence=0.9, G=G, H=H_net, z=z, landmarks=landmarks))
+    assert np.degrees(np.abs(out.H[1:4] - H_true[1:4])).max() < 0.3 and np.abs(out.H[4:] - H_true[4:]).max() < 0.2
+    before = np.linalg.norm(pose.project(G, H_net) - landmarks, axis=1).mean()
+    assert np.linalg.norm(out.points - landmarks, axis=1).mean() < 0.5 < before
+    assert out.G is G and out.z is z and out.presence == 0.9
+
+
+def test_two_gauss_newton_steps_reach_the_damped_minimum():
+    rng = np.random.default_rng(6)
+    X = canonical.load()[0].astype(np.float64)
+    H = np.array([6.0, -0.1, 0.5, 0.1, 100.0, 90.0])
+    y = pose.project(X, H) + rng.normal(0, 0.5, (468, 2))
+    start = H + np.array([0.2, 0.03, -0.05, 0.02, 2.0, 1.5])
+    np.testing.assert_allclose(pose.gauss_newton(X, y, start, 2), pose.refine(X, y, start), rtol=1e-4, atol=1e-3)
