@@ -258,10 +258,7 @@ class MainWindow(QMainWindow):
 
         def work():
             try:
-                chosen = backend
-                if chosen is None:
-                    key = saved.folder_key(path)
-                    chosen = saved.load_package_settings(key)[0].backend if key else "auto"
+                chosen = saved.saved_backend(path) if backend is None else backend
                 self._signals.package_opened.emit(open_package(path, chosen), path)
             except Exception as e:  # a broken package is a message, not a crash
                 self._signals.package_opened.emit(None, f"cannot open {path}: {e}")

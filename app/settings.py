@@ -223,6 +223,11 @@ def folder_key(folder) -> str | None:
         return None
 
 
+def saved_backend(folder) -> str:
+    """The backend saved for the package in `folder` (auto when nothing is saved), to open it on that at once."""
+    return load_package_settings(folder_key(folder))[0].backend
+
+
 def package_settings_file(key: str) -> Path:
     return config_dir() / "packages" / f"{key}.json"
 

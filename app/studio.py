@@ -206,7 +206,7 @@ def main(argv=None) -> int:
     path = startup_package(args.package)
     tracker, label, line = None, "", ""
     try:
-        tracker = open_package(path)
+        tracker = open_package(path, settings.saved_backend(path))     # as the window reopens it: no second open
     except Exception as e:  # noqa: BLE001 (show the window anyway; the package picker can fix it)
         line = f"cannot open {path}: {e}"
         if args.package is None and path != GENERIC:    # the remembered package broke: track any face meanwhile
