@@ -445,8 +445,10 @@ def test_dialog_cancel_during_the_build_and_close_mid_recording(qtbot, studio, f
     dlg = make_dialog(qtbot, studio, fake, mode="hang")
     out = tmp_path / "data" / "performers" / dlg.name_edit.text()
     dlg.start()
-    qtbot.waitUntil(lambda: dlg.state == "building" and dlg.build.fraction > 0, timeout=30000)
-    assert dlg.stage_label.text().startswith("1/5 reading your face")
+    # the label follows the build on the dialog's next UI tick, not at once
+    qtbot.waitUntil(lambda: dlg.state == "building" and dlg.stage_label.text().startswith("1/5 reading your face"),
+                    timeout=30000)
+    assert dlg.build.fraction > 0
     pgid = dlg.build._proc.pid
     qtbot.mouseClick(dlg.cancel_button, qtbot_button())
     qtbot.waitUntil(lambda: dlg.state == "cancelled", timeout=20000)
