@@ -31,6 +31,7 @@ from app.vmc import DEFAULT_HOST, DEFAULT_PORT
 from engine import options
 from engine.errors import UserError
 from export.package import (
+    GENERIC,
     MANIFEST,
     SAMPLE_PACKAGE,
     check_manifest,
@@ -38,7 +39,7 @@ from export.package import (
     read_manifest,
 )
 
-GENERIC, DEMO = "generic", "demo"      # --package names that are no folder (export.runtime, app.demo_tracker)
+DEMO = "demo"      # the --package name of app.demo_tracker (and GENERIC, export.package: no folders)
 
 # The `synthetic` source plays the package's `synthetic.mp4` (the sample package ships one); this is the
 # fallback when neither has it.

@@ -36,7 +36,7 @@ from engine.errors import UserError
 from engine.run import Run
 from engine.tracking import FaceLoop
 from export.expressions import ExpressionEstimator
-from export.package import MANIFEST, sha256
+from export.package import MANIFEST, resolve, sha256
 
 NAMES = ("teacher", *BASELINES)     # MODEL may be one of these instead of a path
 # One Euro settings for --smooth. The filter runs on values divided by the face size (box diagonal of the mean
@@ -62,10 +62,7 @@ def tracker_for(model: str | Path, backend: str = "auto", threads: int | None = 
         else:
             loop = FaceLoop(open_baseline(name, fps, iris))
         return loop, {"tracker": "baseline", "model": name, "package_sha256": None}
-    if name == "generic":                                # the embedded generic package, as the studio names it
-        from export.package import GENERIC_PACKAGE
-        model = GENERIC_PACKAGE
-    path = Path(model)
+    path = Path(resolve(model))                          # `generic`: the embedded generic package
     if not path.exists():
         raise UserError(f"{path}: no such model (a performer package, a run folder, `generic`, or one of {', '.join(NAMES)})")
     if (path / MANIFEST).is_file():

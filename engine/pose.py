@@ -140,9 +140,9 @@ def gauss_newton(X, y, h, steps: int) -> np.ndarray:
     return h
 
 
-def refine(X, y, h0, tol: float = REFINE_TOL) -> np.ndarray:
+def refine(X, y, h0) -> np.ndarray:
     """Numpy: the H [6] minimising the 2D reprojection error ‖f·Π·R·X + t − y‖² of shape X [V,3] onto points
-    y [V,2], starting from h0 (the minimum near it); `tol`: the relative change of cost or H that ends it."""
+    y [V,2], starting from h0 (the minimum near it)."""
     X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
     h, lam = np.asarray(h0, np.float64).copy(), 1e-6
     r, J = _residual_and_jacobian(X, y, h)
@@ -150,12 +150,12 @@ def refine(X, y, h0, tol: float = REFINE_TOL) -> np.ndarray:
     for _ in range(REFINE_STEPS):
         A, g = J.T @ J, J.T @ r
         step = np.linalg.solve(A + lam * np.diag(np.diag(A)), -g)
-        if np.linalg.norm(step) <= tol * (tol + np.linalg.norm(h)):   # converged: no need to evaluate the step
-            return h + step
+        if np.linalg.norm(step) <= REFINE_TOL * (REFINE_TOL + np.linalg.norm(h)):
+            return h + step                                    # converged: the step need not be evaluated
         r_new, J_new = _residual_and_jacobian(X, y, h + step)
         new = r_new @ r_new
         if new <= cost:                                        # accept: trust the quadratic model more
-            done = cost - new <= tol * cost or np.linalg.norm(step) <= tol * (tol + np.linalg.norm(h))
+            done = cost - new <= REFINE_TOL * cost
             h, r, J, cost, lam = h + step, r_new, J_new, new, max(lam / 10, 1e-12)
             if done:
                 break

@@ -52,6 +52,7 @@ MANIFEST = "manifest.json"
 SAMPLE_PACKAGE = Path(__file__).resolve().parent / "sample_package"
 # The embedded any-face package (export.generic): what the studio opens when the performer has no model of their own.
 GENERIC_PACKAGE = Path(__file__).resolve().parent / "generic_package"
+GENERIC = "generic"    # the name open_tracker, eval and the studio's --package take for GENERIC_PACKAGE
 GRAPH_NAMES = ("tracker", "texture", "detector")          # a performer package's graphs
 GRAPHS = tuple(f"{name}.onnx" for name in GRAPH_NAMES)
 GENERIC_GRAPH_NAMES = ("landmarks", "detector")           # a generic package's graphs
@@ -537,3 +538,9 @@ def add_files(folder: str | Path, names: list[str]) -> dict:
     manifest["files"].update({name: sha256(folder / name) for name in names})
     options.write_json(folder / MANIFEST, manifest)
     return manifest
+
+
+def resolve(package: str | Path | Package) -> Path | Package:
+    """`generic` → the embedded GENERIC_PACKAGE (a folder of that name: `./generic`); anything else as it is (a
+    folder, or an opened Package)."""
+    return GENERIC_PACKAGE if isinstance(package, (str, Path)) and str(package) == GENERIC else package

@@ -29,16 +29,7 @@ from engine import pose
 from engine.detection import detections, detector_input, ssd_anchors
 from engine.errors import UserError
 from engine.tracking import CropOutput, FaceLoop, TrackOptions
-from export.package import (
-    GENERIC_PACKAGE,
-    INT8_TRACKER,
-    IRIS,
-    Package,
-    check_graph,
-    open_package,
-)
-
-GENERIC = "generic"     # the name open_tracker (and the studio's --package) takes for GENERIC_PACKAGE
+from export.package import INT8_TRACKER, IRIS, Package, check_graph, open_package, resolve
 
 # ONNX Runtime intra-op threads when none are asked for. The graphs are small (~4 ms on one core): on 2 cores a
 # second, non-spinning thread cost more in hand-offs than it saved (tracker 5.4 vs 4.0 ms), and spinning threads
@@ -268,12 +259,6 @@ def _package(package: str | Path | Package, kind: str) -> Package:
     if package.kind != kind:
         raise UserError(f"{package.path}: a {package.kind} package, not a {kind} one")
     return package
-
-
-def resolve(package: str | Path | Package) -> Path | Package:
-    """`generic` → the embedded GENERIC_PACKAGE (a folder of that name: `./generic`); anything else as it is (a
-    folder, or an opened Package)."""
-    return GENERIC_PACKAGE if isinstance(package, (str, Path)) and str(package) == GENERIC else package
 
 
 class Tracker(FaceLoop):

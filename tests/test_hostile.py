@@ -29,6 +29,8 @@ import cv2
 import numpy as np
 import pytest
 
+from tests import recorder_child
+
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "export" / "sample_package"
 CLIP = PKG / "synthetic.mp4"
@@ -787,31 +789,11 @@ def test_recorders_started_in_the_same_second_never_share_a_folder(tmp_path):
 
 
 # ------------------------------------------------------------------------------------- measurements (docs)
-RECORDER_CHILD = """
-import sys, time, numpy as np
-sys.path.insert(0, {root!r})
-from app.recording import SessionRecorder
-rec = SessionRecorder({folder!r}, 30.0, (640, 480))
-rng = np.random.default_rng(0)
-base = rng.integers(0, 255, (480, 640, 3), dtype=np.uint8)
-t0 = time.monotonic()
-for i in range(100000):
-    rec.write(np.roll(base, 3 * i, axis=1), time.monotonic(), np.full(128, i, np.float32), np.arange(6.0), {{}})
-    print(i + 1, flush=True)
-    time.sleep(max(0.0, t0 + (i + 1) / 30 - time.monotonic()))
-"""
-
-
 def _kill_recorder(folder: Path, after: int) -> dict:
     from app.recording import load_session
 
-    child = subprocess.Popen([sys.executable, "-c", RECORDER_CHILD.format(root=str(ROOT), folder=str(folder))],
-                             stdout=subprocess.PIPE, text=True)
-    written = 0
-    for line in child.stdout:
-        written = int(line)
-        if written >= after:
-            break
+    child = recorder_child.start(folder, (640, 480), 128)
+    written = recorder_child.wait_written(child, after)
     kill_with_children(child)
     session = load_session(folder)
     return {"written": written, "lines": len(session), "video": video_frames(folder / "video.mp4"),

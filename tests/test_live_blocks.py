@@ -13,6 +13,7 @@ import pytest
 
 from engine import expressions as synth
 from export.expressions import ARKIT_NAMES, ExpressionEstimator
+from tests import recorder_child
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -252,32 +253,12 @@ def test_killed_recorder_loses_at_most_a_second(tmp_path):
     assert n >= written - FPS
 
 
-KILL_BOTH_CHILD = """
-import sys, time, numpy as np
-sys.path.insert(0, {root!r})
-from app.recording import SessionRecorder
-rec = SessionRecorder({folder!r}, 30.0, (320, 240))
-rng = np.random.default_rng(0)
-base = rng.integers(0, 255, (240, 320, 3), dtype=np.uint8)
-t0 = time.monotonic()
-for i in range(100000):
-    rec.write(np.roll(base, 3 * i, axis=1), time.monotonic(), np.full(16, i, np.float32), np.arange(6.0), {{}})
-    print(i + 1, flush=True)
-    time.sleep(max(0.0, t0 + (i + 1) / 30 - time.monotonic()))
-"""
-
-
 def test_killed_recorder_and_encoder_lose_at_most_a_second(tmp_path):
     """kill -9 of the recorder *and* its ffmpeg (a crash of the whole app): what ffmpeg held is lost, which the
     zero-latency encoder and 0.25 s fragments keep well under a second (before: 1.2-1.6 s at 640x480)."""
-    child = subprocess.Popen([sys.executable, "-c", KILL_BOTH_CHILD.format(root=str(ROOT), folder=str(tmp_path))],
-                             stdout=subprocess.PIPE, text=True)
-    written = 0
+    child = recorder_child.start(tmp_path, (320, 240), 16)
     try:
-        for line in child.stdout:                   # ~2 s of frames at 30 fps
-            written = int(line)
-            if written >= 60:
-                break
+        written = recorder_child.wait_written(child, 60)          # ~2 s of frames at 30 fps
     finally:
         kids = _children(child.pid)
         for pid in (child.pid, *kids):

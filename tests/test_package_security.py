@@ -68,7 +68,10 @@ def base(tmp_path_factory):
 @pytest.fixture
 def pkg(base, tmp_path):
     """A fresh package: hard links to `base`'s files (replace, never write through them) and its own manifest."""
-    root = tmp_path / "pkg"
+    return _linked_copy(base, tmp_path / "pkg")
+
+
+def _linked_copy(base: Path, root: Path) -> Path:
     root.mkdir()
     for f in base.iterdir():
         try:
@@ -425,14 +428,7 @@ def generic_base(tmp_path_factory):
 @pytest.fixture
 def gpkg(generic_base, tmp_path):
     """A fresh generic package: hard links to `generic_base`'s files and its own manifest."""
-    root = tmp_path / "pkg"
-    root.mkdir()
-    for f in generic_base.iterdir():
-        try:
-            os.link(f, root / f.name) if f.name != MANIFEST else shutil.copy(f, root / f.name)
-        except OSError:
-            shutil.copy(f, root / f.name)
-    return root
+    return _linked_copy(generic_base, tmp_path / "pkg")
 
 
 def test_the_generic_package_opens_and_opens_nothing_outside(gpkg):

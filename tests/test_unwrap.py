@@ -30,16 +30,7 @@ def test_pixel_centres_follow_align_corners_false():
     torch.testing.assert_close(mid[..., 0, 0], (img[:, :, 0, 0] + img[:, :, 0, 1]) / 2)
 
 
-@pytest.fixture
-def one_thread():
-    """Hundreds of tiny evaluations: thread hand-offs would dominate (and stall on a busy machine)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def test_gradcheck_wrt_G_and_H(one_thread):
+def test_gradcheck_wrt_G_and_H(one_torch_thread):   # hundreds of tiny evaluations: thread hand-offs would dominate
     rng = np.random.default_rng(3)
     size, side = 8, 24
     img = torch.tensor(gaussian_filter(rng.random((1, 3, side, side)), (0, 0, 1.5, 1.5)))
