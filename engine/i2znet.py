@@ -310,17 +310,20 @@ class RunModel:
 
     name = "run"
     crop_size = CROP_SIZE
-    refit_pose = True     # as the package: the loop refits H to the teacher's landmarks (engine.tracking)
+    refit_pose = True     # as the package: the loop refits H and the expression to the teacher's landmarks
 
     def __init__(self, run_dir: str | Path, device: str | torch.device = "cpu"):
         from engine import dam
-        from engine.run import Run
+        from engine.run import LATENTS, Run
         from engine.teacher import FaceDetector
+        from engine.tracking import ExpressionBasis
 
         run = Run(run_dir)
         self.device = torch.device(device)
         self.model = load(run.i2z, self.device)
         self.dam = dam.load(run.dam).to(self.device)
+        latents = np.load(run.dam / LATENTS, allow_pickle=False)
+        self.expression_basis = ExpressionBasis(*dam.expression_basis(self.dam, latents))
         self.detector = FaceDetector().to(self.device)
         self.backend = f"torch {torch.__version__} ({self.device.type})"
         self._iris = None

@@ -14,6 +14,7 @@ the frame and only counts time, so its numbers are its own.
 """
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -28,6 +29,9 @@ REDETECT = ("on_loss", "every_frame")
 # damped fit does (sample's clip: 3.16 % of the eye distance from the true points either way; one step: 3.19 %) at
 # a third of its cost, which keeps the live path within 1.5× MediaPipe's time on this CPU.
 REFIT_STEPS = 2
+# ρ of the expression refit's prior, crop px² per σ²: 3 keeps more of the network's own answer than 1 (synthetic pucker
+# r 0.52 vs 0.17, NME 4.08 vs 4.05 %; docs/BENCHMARKS.md).
+REFIT_PRIOR = 3.0
 
 
 @dataclass(frozen=True)
@@ -95,13 +99,36 @@ def frame_pose(H_crop: np.ndarray, crop: Crop, crop_size: int) -> np.ndarray:
     return np.array([H_crop[0] * k, *H_crop[1:4], H_crop[4] * k + origin[0], H_crop[5] * k + origin[1]])
 
 
-def refit_pose(out: CropOutput) -> CropOutput:
-    """H refit so the model's own mesh G reprojects onto the frozen teacher's landmarks (L_FLRC of adaptation,
-    solved per frame at run time): the person model's H head alone was the larger part of its 2D error (sample's
-    held-out clip: NME 4.66 → 4.31 %, pose error 9.0° → 6.0°; docs/BENCHMARKS.md), G and z are unchanged."""
-    H = pose.gauss_newton(out.G, np.asarray(out.landmarks)[:, :2], out.H, REFIT_STEPS)
-    return CropOutput(points=pose.project(np.asarray(out.G, np.float64), H), presence=out.presence, G=out.G, H=H,
-                      z=out.z, landmarks=out.landmarks)
+@dataclass(frozen=True)
+class ExpressionBasis:
+    """A person model's expression subspace (engine.dam.expression_basis): unit directions B [K,468,3] of its
+    decoded geometry and the enrollment's std σ [K] (cm) along each."""
+    directions: np.ndarray
+    std: np.ndarray
+
+    @property
+    def prior(self) -> np.ndarray:
+        """Weights √ρ/σ_k of the refit's prior rows (see REFIT_PRIOR)."""
+        return math.sqrt(REFIT_PRIOR) / np.asarray(self.std, np.float64)
+
+
+def refit(out: CropOutput, basis: ExpressionBasis | None = None) -> CropOutput:
+    """L_FLRC of adaptation solved per frame at run time: H, and with a basis the expression too, refit so that the
+    model's mesh reprojects onto the frozen teacher's landmarks (Gauss-Newton from the network's answer).
+
+    H alone: the person model's H head was the larger part of its 2D error (sample's held-out clip: NME 4.66 → 4.31 %,
+    pose error 9.0° → 6.0°). The expression: on a new environment I2ZNet's z holds 0.6–0.65 of the face's motion
+    (its latent shrinks towards the enrollment mean), though the DAM's subspace holds the motion (a best fit keeps
+    0.92); G + Σ c_k·B_k with the prior ‖c_k/σ_k‖²·ρ on the coefficients brings it back (docs/BENCHMARKS.md). z is
+    the network's (the texture is decoded from it)."""
+    y = np.asarray(out.landmarks)[:, :2]
+    G = np.asarray(out.G, np.float64)
+    if basis is None:
+        H = pose.gauss_newton(G, y, out.H, REFIT_STEPS)
+    else:
+        H, c = pose.gauss_newton_expression(G, y, out.H, basis.directions, basis.prior, REFIT_STEPS)
+        G = G + np.tensordot(c, basis.directions, 1)
+    return CropOutput(points=pose.project(G, H), presence=out.presence, G=G, H=H, z=out.z, landmarks=out.landmarks)
 
 
 def largest(faces: list[Detection]) -> Detection:
@@ -172,7 +199,7 @@ class FaceLoop:
         t1 = time.perf_counter()
         out = self.model(image)
         if getattr(self.model, "refit_pose", False) and out.landmarks is not None:
-            out = refit_pose(out)
+            out = refit(out, getattr(self.model, "expression_basis", None))
         t2 = time.perf_counter()
         stages["crop"] = stages.get("crop", 0.0) + 1000 * (t1 - t0)
         stages["tracker"] = stages.get("tracker", 0.0) + 1000 * (t2 - t1)

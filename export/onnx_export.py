@@ -22,11 +22,11 @@ from torch import nn
 from engine import dam as dam_module
 from engine import i2znet, pose
 from engine.errors import UserError
-from engine.run import WEIGHTS, Run
+from engine.run import LATENTS, WEIGHTS, Run
 from engine.teacher import FaceDetector
 from engine.topology import topology
 from export import graph_passes
-from export.package import GRAPHS, INT8_TRACKER, IRIS, TOPOLOGY, open_package, write_manifest
+from export.package import BASIS, GRAPHS, INT8_TRACKER, IRIS, TOPOLOGY, open_package, write_manifest
 
 OPSET = 17
 INT8_GEMMS = "/e_i/level_heads."   # the Gemms holding ~70 % of tracker.onnx's weights: E_I's p_l^z, p_l^h
@@ -167,6 +167,8 @@ def export_package(run: str | Path, out: str | Path) -> dict:
                                         ["regressors", "logits"])
     topo = topology()
     np.savez(out / TOPOLOGY, triangles=topo.triangles, uv=topo.uv, holes=topo.holes)
+    directions, std = dam_module.expression_basis(dam, np.load(run.dam / LATENTS, allow_pickle=False))
+    np.savez(out / BASIS, directions=directions, std=std)
     parity = check_parity(out, tracker, texture, detector, crops)
     eyes = []   # the iris graph's parity inputs: both eyes of a few enrollment crops, placed by the tracker
     for i in np.linspace(0, len(crops) - 1, min(4, len(crops))).astype(int):
@@ -187,7 +189,7 @@ def export_package(run: str | Path, out: str | Path) -> dict:
         "graph_rewrites": rewrites,
         "int8_tracker": int8,
         "iris": IRIS_INFO,
-        "files": [*GRAPHS, TOPOLOGY, IRIS, *([INT8_TRACKER] if "skipped" not in int8 else [])],
+        "files": [*GRAPHS, TOPOLOGY, BASIS, IRIS, *([INT8_TRACKER] if "skipped" not in int8 else [])],
     })
     open_package(out)   # what we wrote must verify
     return manifest

@@ -14,6 +14,8 @@ Each kind requires its own graphs and may list none of the other's (KIND_FILES, 
     PACKAGE/texture.onnx    z [1,128], view v [1,3] → colour-corrected texture C(T) uint8 [1,S,S,3]
     PACKAGE/detector.onnx   BlazeFace: [1,3,128,128] in [-1,1] → regressors [1,896,16], logits [1,896]
     PACKAGE/topology.npz    triangles, uv, holes (the mesh the studio draws)
+    PACKAGE/basis.npz       performer, optional: the expression basis the tracking loop refits per frame,
+                            directions [K,468,3] and std [K] (engine.dam.expression_basis, engine.tracking.refit)
     PACKAGE/landmarks.onnx  generic only: MediaPipe's 468-point landmarker, uint8 [1,S,S,3] crop → landmarks
                             [1,468,3] (crop px, z on the same scale), presence [1]
     PACKAGE/iris.onnx       optional (required in a generic package): MediaPipe's iris landmarker, uint8
@@ -59,19 +61,21 @@ GENERIC_GRAPH_NAMES = ("landmarks", "detector")           # a generic package's 
 INT8_TRACKER = "tracker_int8.onnx"
 IRIS = "iris.onnx"            # optional graph (packages without it still open; no gaze or iris blinks then)
 TOPOLOGY = "topology.npz"
+BASIS = "basis.npz"           # optional (performer): packages without it refit H only
 KINDS = ("performer", "generic")
 KIND_GRAPHS = {"performer": GRAPH_NAMES, "generic": GENERIC_GRAPH_NAMES}
 # What each kind must list, and what it must not (the other kind's graphs: a package is one thing or the other).
 KIND_FILES = {"performer": (*GRAPHS, TOPOLOGY), "generic": ("landmarks.onnx", "detector.onnx", IRIS, TOPOLOGY)}
-FOREIGN_FILES = {"performer": ("landmarks.onnx",), "generic": ("tracker.onnx", "texture.onnx", INT8_TRACKER)}
+FOREIGN_FILES = {"performer": ("landmarks.onnx",), "generic": ("tracker.onnx", "texture.onnx", INT8_TRACKER, BASIS)}
 VERTICES = 468
 LATENT = 128
 
 MAX_MANIFEST_BYTES = 1 << 20
 MAX_FILES = 256
 MAX_NAME = 255
-MAX_TOPOLOGY_BYTES = 16 << 20
+MAX_ARRAYS_BYTES = 16 << 20
 MAX_TRIANGLES = 10_000
+MAX_BASIS_DIRECTIONS = 64
 
 
 def sha256(path: Path) -> str:
@@ -99,6 +103,7 @@ class Package:
     manifest: dict
     manifest_sha256: str = ""          # of manifest.json's bytes as verified: the key of the per-user engine cache
     _topology: tuple | None = field(default=None, repr=False, compare=False)
+    _basis: tuple | None = field(default=None, repr=False, compare=False)
 
     def file(self, name: str) -> Path:
         return self.path / name
@@ -138,6 +143,13 @@ class Package:
             return check_topology(self.file(TOPOLOGY))
         return tuple(a.copy() for a in self._topology)
 
+    def basis(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(directions [K,468,3], std [K]) float64 of the expression basis, as checked by open_package; None when
+        the package has none."""
+        if not self.has(BASIS):
+            return None
+        return check_basis(self.file(BASIS)) if self._basis is None else tuple(a.copy() for a in self._basis)
+
 
 def write_manifest(folder: Path, manifest: dict) -> dict:
     """Adds the format header and the hash of every file named in manifest['files'] (a list), then writes it."""
@@ -158,7 +170,8 @@ def open_package(path: str | Path) -> Package:
     files = {name: confine(path, name) for name in manifest["files"]}      # every name, before any file is opened
     verify_hashes(files, manifest["files"])
     topology = check_topology(files[TOPOLOGY])
-    return Package(path, manifest, hashlib.sha256(raw).hexdigest(), topology)
+    basis = check_basis(files[BASIS]) if BASIS in files else None
+    return Package(path, manifest, hashlib.sha256(raw).hexdigest(), topology, basis)
 
 
 # ------------------------------------------------------------------------------------------- names
@@ -319,7 +332,7 @@ def _kind_files(kind: str, files: dict) -> None:
     for name in FOREIGN_FILES[kind]:
         if name in files:
             other = "generic" if kind == "performer" else "performer"
-            raise _Bad(f"a {kind} package lists {name} (a {other} package's graph)")
+            raise _Bad(f"a {kind} package lists {name} (a {other} package's file)")
 
 
 # (key, required, check): an object's keys are checked by a nested list, anything else by a check function.
@@ -435,27 +448,33 @@ def _check_header(key: str, shape: tuple, dtype: np.dtype) -> str | None:
                            f"(found {dtype} {list(shape)})"
 
 
-def check_topology(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(triangles int32 [F,3], uv float32 [468,2], holes int32 [K,3]) from topology.npz, loaded without pickle after
-    its headers, dtypes, shapes, index range (0..467) and finiteness are checked. UserError naming the file."""
+def _npz(path: Path, keys: tuple, check_header, what: str) -> list[np.ndarray]:
+    """The arrays `keys` of an .npz, loaded without pickle after its size and each array's .npy header (shape and
+    dtype, by `check_header(key, shape, dtype)` → why not, or None) are checked. UserError naming the file."""
     try:
         with zipfile.ZipFile(path) as zf:
             names = set(zf.namelist())
-            missing = [k for k in TOPOLOGY_KEYS if f"{k}.npy" not in names]
+            missing = [k for k in keys if f"{k}.npy" not in names]
             if missing:
                 raise UserError(f"{path}: lacks {', '.join(missing)} (has {_show(sorted(names))})")
-            if sum(i.file_size for i in zf.infolist()) > MAX_TOPOLOGY_BYTES:
-                raise UserError(f"{path}: larger than {MAX_TOPOLOGY_BYTES >> 20} MiB uncompressed (refused)")
-            for key in TOPOLOGY_KEYS:
-                why = _check_header(key, *_npy_header(zf, key))
+            if sum(i.file_size for i in zf.infolist()) > MAX_ARRAYS_BYTES:
+                raise UserError(f"{path}: larger than {MAX_ARRAYS_BYTES >> 20} MiB uncompressed (refused)")
+            for key in keys:
+                why = check_header(key, *_npy_header(zf, key))
                 if why:
                     raise UserError(f"{path}: {why}")
         with np.load(path, allow_pickle=False) as z:
-            triangles, uv, holes = (np.asarray(z[k]) for k in TOPOLOGY_KEYS)
+            return [np.asarray(z[k]) for k in keys]
     except UserError:
         raise
     except (OSError, ValueError, EOFError, KeyError, MemoryError, zipfile.BadZipFile) as err:
-        raise UserError(f"{path}: corrupt topology ({_line(str(err) or type(err).__name__)})") from None
+        raise UserError(f"{path}: corrupt {what} ({_line(str(err) or type(err).__name__)})") from None
+
+
+def check_topology(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(triangles int32 [F,3], uv float32 [468,2], holes int32 [K,3]) from topology.npz, loaded without pickle after
+    its headers, dtypes, shapes, index range (0..467) and finiteness are checked. UserError naming the file."""
+    triangles, uv, holes = _npz(path, TOPOLOGY_KEYS, _check_header, "topology")
     for key, index in (("triangles", triangles), ("holes", holes)):
         if index.size and (index.min() < 0 or index.max() >= VERTICES):
             raise UserError(f"{path}: {key} index outside 0..{VERTICES - 1} "
@@ -463,6 +482,36 @@ def check_topology(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if not np.isfinite(uv).all():
         raise UserError(f"{path}: uv has non-finite values")
     return triangles.astype(np.int32), uv.astype(np.float32), holes.astype(np.int32)
+
+
+# ------------------------------------------------------------------------------------------- expression basis
+BASIS_KEYS = ("directions", "std")
+
+
+def _check_basis_header(key: str, shape: tuple, dtype: np.dtype) -> str | None:
+    if dtype.kind != "f":
+        return f"{key} must be float (found {dtype})"
+    if key == "directions":
+        ok = len(shape) == 3 and 1 <= shape[0] <= MAX_BASIS_DIRECTIONS and tuple(shape[1:]) == (VERTICES, 3)
+        return None if ok else f"directions must be [K,{VERTICES},3] with 1 ≤ K ≤ {MAX_BASIS_DIRECTIONS} " \
+                               f"(found {list(shape)})"
+    return None if len(shape) == 1 else f"std must be [K] (found {list(shape)})"
+
+
+def check_basis(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(directions [K,468,3], std [K]) float64 from basis.npz, loaded without pickle after headers, shapes, finiteness,
+    unit-norm directions and positive std are checked (a bad basis would bend every tracked face)."""
+    directions, std = (a.astype(np.float64) for a in _npz(path, BASIS_KEYS, _check_basis_header, "expression basis"))
+    if len(std) != len(directions):
+        raise UserError(f"{path}: {len(directions)} directions but {len(std)} std values")
+    if not (np.isfinite(directions).all() and np.isfinite(std).all()):
+        raise UserError(f"{path}: non-finite values")
+    norms = np.linalg.norm(directions.reshape(len(directions), -1), axis=1)
+    if np.abs(norms - 1).max() > 1e-3:
+        raise UserError(f"{path}: directions must have unit norm (found {norms.min():.3g}..{norms.max():.3g})")
+    if std.min() <= 0 or std.max() > 10:
+        raise UserError(f"{path}: std must be in (0, 10] cm (found {std.min():.3g}..{std.max():.3g})")
+    return directions, std
 
 
 # ------------------------------------------------------------------------------------------- graph signatures

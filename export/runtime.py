@@ -28,7 +28,7 @@ import numpy as np
 from engine import pose
 from engine.detection import detections, detector_input, ssd_anchors
 from engine.errors import UserError
-from engine.tracking import CropOutput, FaceLoop, TrackOptions
+from engine.tracking import CropOutput, ExpressionBasis, FaceLoop, TrackOptions
 from export.package import INT8_TRACKER, IRIS, Package, check_graph, open_package, resolve
 
 # ONNX Runtime intra-op threads when none are asked for. The graphs are small (~4 ms on one core): on 2 cores a
@@ -213,11 +213,13 @@ class PackageModel(_GraphModel):
     graph as the loop's detector, and `texture` for the DAM texture."""
 
     name = "package"
-    refit_pose = True     # the loop refits H to the teacher's landmarks (engine.tracking.refit_pose)
+    refit_pose = True     # the loop refits H (and with basis.npz the expression) to the teacher's landmarks
 
     def __init__(self, package: str | Path | Package, backend: str = "auto", threads: int | None = None,
                  precision: str = "auto"):
         super().__init__(_package(package, "performer"), backend, threads, precision)
+        basis = self.package.basis()
+        self.expression_basis = None if basis is None else ExpressionBasis(*basis)
 
     def __call__(self, crop_rgb: np.ndarray) -> CropOutput:
         z, H, V, G, landmarks, presence = self._s["tracker"].run(None, {"crop": crop_rgb[None]})

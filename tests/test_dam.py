@@ -150,3 +150,19 @@ def test_missing_enrollment_and_cli(tmp_path):
     assert args.run is train_dam._run and args.profile == "full" and args.steps == 5
     with pytest.raises(UserError, match="no enrollment"):
         args.run(args)
+
+
+def test_expression_basis_spans_the_enrollments_expressions(trained):
+    """engine.dam.expression_basis: orthonormal directions, std largest first, and the first three (the made-up
+    enrollment has three expression factors) hold most of how the enrolled geometry varies."""
+    run, _ = trained
+    dam = dam_module.load(run / "dam")
+    directions, std = dam_module.expression_basis(dam, np.load(run / "dam" / "latents.npy"), k=8)
+    assert directions.shape == (8, 468, 3) and directions.dtype == std.dtype == np.float32
+    flat = directions.reshape(8, -1).astype(np.float64)
+    np.testing.assert_allclose(flat @ flat.T, np.eye(8), atol=1e-5)
+    assert np.all(np.diff(std) <= 0) and std[-1] > 0
+    G = np.load(run / "enrollment" / "G.npy").reshape(N, -1).astype(np.float64)
+    G -= G.mean(0)
+    kept = np.linalg.norm(G @ flat[:3].T @ flat[:3]) ** 2 / np.linalg.norm(G) ** 2
+    assert kept > 0.8, kept

@@ -19,6 +19,7 @@ import pytest
 from engine.errors import UserError
 from export import trt_engine as te
 from export.package import (
+    BASIS,
     GENERIC_GRAPH_NAMES,
     GENERIC_PACKAGE,
     GRAPH_NAMES,
@@ -305,6 +306,61 @@ def test_topology_that_is_not_a_zip(pkg):
     refused(pkg, r"topology\.npz: corrupt topology")
 
 
+# ------------------------------------------------------------------------------------------- expression basis
+def write_basis(pkg, **arrays) -> None:
+    (pkg / BASIS).unlink(missing_ok=True)                 # a hard link to base: replace, never write through
+    with open(pkg / BASIS, "wb") as f:
+        np.savez(f, **arrays)
+    list_file(pkg, BASIS, sha(pkg / BASIS))
+
+
+@pytest.fixture(scope="module")
+def basis():
+    rng = np.random.default_rng(0)
+    directions = np.linalg.qr(rng.normal(size=(468 * 3, 4)))[0].T.reshape(4, 468, 3).astype(np.float32)
+    return {"directions": directions, "std": np.array([0.3, 0.1, 0.05, 0.01], np.float32)}
+
+
+def test_the_sample_has_an_expression_basis(pkg):
+    directions, std = open_package(pkg).basis()
+    assert directions.shape[1:] == (468, 3) and len(std) == len(directions) >= 8
+    assert np.all(np.diff(std) <= 0) and std[-1] > 0                  # principal directions, largest first
+
+
+def test_a_package_without_a_basis_opens_and_says_so(pkg):
+    m = manifest(pkg)
+    m["files"].pop(BASIS)
+    write_manifest(pkg, m)
+    assert open_package(pkg).basis() is None
+
+
+@pytest.mark.parametrize("change,match", [
+    (lambda b: b.pop("std"), r"lacks std"),
+    (lambda b: b.update(directions=b["directions"][:, :100]), r"directions must be \[K,468,3\]"),
+    (lambda b: b.update(directions=np.zeros((65, 468, 3), np.float32), std=np.ones(65, np.float32)),
+     r"directions must be \[K,468,3\] with 1 ≤ K ≤ 64"),
+    (lambda b: b.update(std=b["std"][:3]), r"4 directions but 3 std values"),
+    (lambda b: b.update(std=np.array([{"x": 1}, None, 1, 2], dtype=object)), r"std must be float"),
+    (lambda b: b["directions"].__setitem__((1, 5, 2), np.nan), r"non-finite values"),
+    (lambda b: b.update(directions=b["directions"] * 3), r"directions must have unit norm"),
+    (lambda b: b["std"].__setitem__(2, -0.1), r"std must be in \(0, 10\] cm"),
+    (lambda b: b["std"].__setitem__(0, 1e9), r"std must be in \(0, 10\] cm"),
+])
+def test_the_expression_basis_is_checked(pkg, basis, change, match):
+    """A basis bends every tracked face, so a bad one is refused at open, not fitted."""
+    b = {k: v.copy() for k, v in basis.items()}
+    change(b)
+    write_basis(pkg, **b)
+    refused(pkg, r"basis\.npz: " + match)
+
+
+def test_a_valid_basis_is_what_the_package_gives(pkg, basis):
+    write_basis(pkg, **basis)
+    directions, std = open_package(pkg).basis()
+    np.testing.assert_allclose(directions, basis["directions"], atol=1e-7)
+    np.testing.assert_allclose(std, basis["std"], rtol=1e-6)
+
+
 # ------------------------------------------------------------------------------------------- item 7c: graphs
 @pytest.fixture(scope="module")
 def signatures(base):
@@ -461,12 +517,14 @@ def _copy_in(pkg, name, source) -> str:
     (lambda m, p, s: m["files"].pop("iris.onnx"), r"lists no iris\.onnx"),
     (lambda m, p, s: m["files"].pop("topology.npz"), r"lists no topology\.npz"),
     (lambda m, p, s: m["files"].update({"tracker.onnx": _copy_in(p, "tracker.onnx", s / "tracker.onnx")}),
-     r"a generic package lists tracker\.onnx \(a performer package's graph\)"),
+     r"a generic package lists tracker\.onnx \(a performer package's file\)"),
     (lambda m, p, s: m["files"].update({"texture.onnx": _copy_in(p, "texture.onnx", s / "texture.onnx")}),
      r"a generic package lists texture\.onnx"),
     (lambda m, p, s: m["files"].update({"tracker_int8.onnx": _copy_in(p, "tracker_int8.onnx",
                                                                        s / "tracker_int8.onnx")}),
      r"a generic package lists tracker_int8\.onnx"),
+    (lambda m, p, s: m["files"].update({"basis.npz": _copy_in(p, "basis.npz", s / "basis.npz")}),
+     r"a generic package lists basis\.npz"),
     (lambda m, p, s: m["input"].update(crop_size=192.0), r"input\.crop_size must be an integer"),
     (lambda m, p, s: m["input"].update(layout="NCHW"), r"input\.layout must be 'NHWC'"),
     (lambda m, p, s: m.update(parity={"landmarks_px": "tiny"}), r"parity\.landmarks_px must be a finite number"),
@@ -483,7 +541,7 @@ def test_generic_manifest_is_checked_as_strictly(gpkg, change, match):
 def test_a_performer_package_may_not_list_the_landmarks_graph(pkg):
     digest = _copy_in(pkg, "landmarks.onnx", GENERIC_PACKAGE / "landmarks.onnx")
     list_file(pkg, "landmarks.onnx", digest)
-    refused(pkg, r"manifest\.json: a performer package lists landmarks\.onnx \(a generic package's graph\)")
+    refused(pkg, r"manifest\.json: a performer package lists landmarks\.onnx \(a generic package's file\)")
     write_manifest(pkg, {**manifest(pkg), "kind": "generic"})             # relabelled: still not a generic one
     refused(pkg, r"manifest\.json: a generic package lists tracker\.onnx")
 

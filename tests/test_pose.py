@@ -78,10 +78,10 @@ def test_fit_refines_pose_in_2d_and_reprojects_exactly():
     np.testing.assert_allclose(pose.project(G_fit, H_fit), Y[:, :2], atol=1e-8)
 
 
-def test_refit_pose_moves_h_onto_the_teachers_landmarks():
-    """engine.tracking.refit_pose: a person model whose H head is off by a few degrees and pixels gets the H under
+def test_refit_moves_h_onto_the_teachers_landmarks():
+    """engine.tracking.refit without an expression basis: a person model whose H head is off by a few degrees and pixels gets the H under
     which its own mesh lands on the teacher's 2D landmarks; G and z stay the model's."""
-    from engine.tracking import CropOutput, refit_pose
+    from engine.tracking import CropOutput, refit
 
     rng = np.random.default_rng(5)
     G = canonical.load()[0].astype(np.float64)
@@ -89,11 +89,59 @@ def test_refit_pose_moves_h_onto_the_teachers_landmarks():
     landmarks = pose.project(G, H_true) + rng.normal(0, 0.3, (468, 2))
     H_net = H_true + np.array([0.3, 0.05, -0.06, 0.03, 3.0, -2.0])
     z = rng.normal(size=128)
-    out = refit_pose(CropOutput(points=pose.project(G, H_net), presence=0.9, G=G, H=H_net, z=z, landmarks=landmarks))
+    out = refit(CropOutput(points=pose.project(G, H_net), presence=0.9, G=G, H=H_net, z=z, landmarks=landmarks))
     assert np.degrees(np.abs(out.H[1:4] - H_true[1:4])).max() < 0.3 and np.abs(out.H[4:] - H_true[4:]).max() < 0.2
     before = np.linalg.norm(pose.project(G, H_net) - landmarks, axis=1).mean()
     assert np.linalg.norm(out.points - landmarks, axis=1).mean() < 0.5 < before
-    assert out.G is G and out.z is z and out.presence == 0.9
+    np.testing.assert_array_equal(out.G, G)
+    assert out.z is z and out.presence == 0.9
+
+
+def _basis(rng, k=6):
+    """Orthonormal directions [k,468,3] and std (cm) of a made-up expression subspace; a real DAM's first
+    directions have σ ≈ 1–3 (about 1 mm a vertex)."""
+    q = np.linalg.qr(rng.normal(size=(468 * 3, k)))[0].T.reshape(k, 468, 3)
+    return q, np.linspace(3.0, 1.0, k)
+
+
+def test_refit_with_a_basis_recovers_the_expression_the_network_missed():
+    """A network that answers the neutral face (c = 0) while the teacher's landmarks show an expression c_true: the
+    joint refit finds c_true (up to the prior's pull) and the pose, and the returned points are G's projection."""
+    from engine.tracking import CropOutput, ExpressionBasis, refit
+
+    rng = np.random.default_rng(7)
+    G = canonical.load()[0].astype(np.float64)
+    B, std = _basis(rng)
+    c_true = std * np.array([1.5, -1.0, 1.0, 0.5, -1.5, 1.0])
+    H_true = np.array([10.0, 0.1, -0.3, 0.05, 128.0, 120.0])
+    landmarks = pose.project(G + np.tensordot(c_true, B, 1), H_true) + rng.normal(0, 0.3, (468, 2))
+    H_net = H_true + np.array([0.2, 0.04, -0.05, 0.02, 2.0, -2.0])
+    net = CropOutput(points=pose.project(G, H_net), presence=1.0, G=G, H=H_net, landmarks=landmarks)
+    out = refit(net, ExpressionBasis(B, std))
+    c = np.einsum("kvj,vj->k", B, out.G - G)                       # the coefficients it added
+    np.testing.assert_allclose(c, c_true, atol=0.15 * std.max())
+    assert np.degrees(np.abs(out.H[1:4] - H_true[1:4])).max() < 0.3
+    np.testing.assert_allclose(out.points, pose.project(out.G, out.H), atol=1e-9)
+    without = refit(net)
+    err = lambda o: np.linalg.norm(o.points - landmarks, axis=1).mean()
+    assert err(out) < 0.5 < err(without)                           # the pose alone cannot explain an expression
+
+
+def test_the_prior_holds_the_expression_where_the_landmarks_say_nothing_new():
+    """On landmarks of the network's own face the refit adds (almost) nothing; with a tiny σ it cannot move."""
+    from engine.tracking import CropOutput, ExpressionBasis, refit
+
+    rng = np.random.default_rng(8)
+    G = canonical.load()[0].astype(np.float64)
+    B, std = _basis(rng)
+    H = np.array([6.0, 0.0, 0.2, 0.0, 128.0, 128.0])
+    landmarks = pose.project(G, H) + rng.normal(0, 0.5, (468, 2))
+    out = refit(CropOutput(points=landmarks, presence=1.0, G=G, H=H, landmarks=landmarks), ExpressionBasis(B, std))
+    assert np.linalg.norm(out.G - G, axis=1).max() < 0.05
+    c_true = np.full(6, 0.3)
+    moved = pose.project(G + np.tensordot(c_true, B, 1), H)
+    stiff = refit(CropOutput(points=moved, presence=1.0, G=G, H=H, landmarks=moved), ExpressionBasis(B, std * 1e-4))
+    assert np.linalg.norm(stiff.G - G, axis=1).max() < 1e-3
 
 
 def test_two_gauss_newton_steps_reach_the_damped_minimum():
