@@ -99,17 +99,14 @@ def frame_pose(H_crop: np.ndarray, crop: Crop, crop_size: int) -> np.ndarray:
     return np.array([H_crop[0] * k, *H_crop[1:4], H_crop[4] * k + origin[0], H_crop[5] * k + origin[1]])
 
 
-@dataclass(frozen=True)
 class ExpressionBasis:
     """A person model's expression subspace (engine.dam.expression_basis): unit directions B [K,468,3] of its
-    decoded geometry and the enrollment's std σ [K] (cm) along each."""
-    directions: np.ndarray
-    std: np.ndarray
+    decoded geometry and the enrollment's std σ [K] (cm) along each, laid out once for the per-frame refit."""
 
-    @property
-    def prior(self) -> np.ndarray:
-        """Weights √ρ/σ_k of the refit's prior rows (see REFIT_PRIOR)."""
-        return math.sqrt(REFIT_PRIOR) / np.asarray(self.std, np.float64)
+    def __init__(self, directions: np.ndarray, std: np.ndarray):
+        self.directions = np.asarray(directions, np.float64)
+        self.axis_first = np.ascontiguousarray(self.directions.transpose(2, 1, 0))     # [3,468,K]
+        self.prior = math.sqrt(REFIT_PRIOR) / np.asarray(std, np.float64)              # √ρ/σ_k (REFIT_PRIOR)
 
 
 def refit(out: CropOutput, basis: ExpressionBasis | None = None) -> CropOutput:
@@ -126,8 +123,11 @@ def refit(out: CropOutput, basis: ExpressionBasis | None = None) -> CropOutput:
     if basis is None:
         H = pose.gauss_newton(G, y, out.H, REFIT_STEPS)
     else:
-        H, c = pose.gauss_newton_expression(G, y, out.H, basis.directions, basis.prior, REFIT_STEPS)
-        G = G + np.tensordot(c, basis.directions, 1)
+        # One pose step, then one joint step: as good as two joint steps (Obama's held-out clip: NME 2.912 vs
+        # 2.913 %, the same motion and stability) at about half the cost.
+        H = pose.gauss_newton(G, y, out.H, 1)
+        H, c = pose.gauss_newton_expression(G, y, H, basis.axis_first, basis.prior, REFIT_STEPS - 1)
+        G = G + (basis.axis_first @ c).T
     return CropOutput(points=pose.project(G, H), presence=out.presence, G=G, H=H, z=out.z, landmarks=out.landmarks)
 
 
