@@ -95,6 +95,18 @@ def test_crop_maps_are_inverse_and_match_warp():
     assert np.allclose(centroid, crop.to_crop(np.array([140.0, 98.0]), 192), atol=0.5)
 
 
+def test_a_crop_leaving_the_frame_repeats_its_edge_as_mediapipe_pads():
+    """MediaPipe's landmark graph pads with the edge pixels (ImageToTensor's BORDER_REPLICATE), not black: on tight
+    224² frames black padding cost the net 0.12 NME points (docs/BENCHMARKS.md, third step)."""
+    frame = np.zeros((100, 120, 3), np.uint8)
+    frame[:, :, 0] = np.arange(120)[None, :]                      # red ramps left to right, green top to bottom
+    frame[:, :, 1] = np.arange(100)[:, None]
+    img = detection.Crop(cx=110.0, cy=10.0, size=80.0).apply(frame, 64)    # leaves the frame right and top
+    assert img[..., 0].min() >= 69                                  # no black anywhere: x ≥ 70 inside, 119 beyond
+    assert (img[:, -8:, 0] == 119).all()                            # beyond the right edge: the last column
+    assert (img[:8, :, 1] == 0).all() and (img[:8, :, 0] > 0).all()  # beyond the top: the first row, its red kept
+
+
 def test_crop_rules():
     pts = np.array([[10.0, 20.0], [50.0, 100.0], [30.0, 60.0]])
     c = detection.crop_from_landmarks(pts)
