@@ -25,9 +25,9 @@ from engine import pose
 from engine.detection import Crop, Detection, crop_from_detection, crop_from_landmarks
 
 REDETECT = ("on_loss", "every_frame")
-# refit_pose's Gauss-Newton steps from the network's H, which starts near the minimum: two score as the converged
-# damped fit does (sample's clip: 3.16 % of the eye distance from the true points either way; one step: 3.19 %) at
-# a third of its cost, which keeps the live path within 1.5× MediaPipe's time on this CPU.
+# refit's Gauss-Newton steps from the network's H, which starts near the minimum: two score as the converged damped
+# fit does (sample's clip: 3.16 % of the eye distance from the true points either way; one step: 3.19 %) at a third
+# of its cost (it runs on every frame of the live path).
 REFIT_STEPS = 2
 # ρ of the expression refit's prior, crop px² per σ²: 3 keeps more of the network's own answer than 1 (synthetic pucker
 # r 0.52 vs 0.17, NME 4.08 vs 4.05 %; docs/BENCHMARKS.md).
