@@ -115,6 +115,48 @@ def test_crop_rules():
     assert detection.crop_from_detection(det) == detection.Crop(20.0, 10.0, 60.0)
 
 
+def test_the_loop_holds_its_crop_while_the_face_stays_and_follows_when_it_moves():
+    """TrackOptions.roi_hold: the crop stays while the landmark rule moves it by less than 2 % of its size (the face's
+    own jitter), follows a real move at once, and 0 gives a new crop every frame (MediaPipe's rule)."""
+    from engine.tracking import CropOutput, FaceLoop, TrackOptions, held
+
+    a = detection.Crop(100.0, 100.0, 200.0)
+    assert held(a, detection.Crop(103.0, 98.0, 203.0), 0.02) is a
+    moved = detection.Crop(105.0, 100.0, 200.0)
+    assert held(a, moved, 0.02) is moved and held(a, detection.Crop(100.0, 100.0, 205.0), 0.02).size == 205.0
+    with pytest.raises(ValueError, match="roi_hold"):
+        TrackOptions(roi_hold=0.3)
+
+    rng = np.random.default_rng(3)
+    base = rng.uniform(80, 160, (468, 2))                          # the face in frame pixels
+
+    class Face:                                                      # a crop model that sees `where` ± 0.3 px
+        crop_size, name, backend = 64, "fake", "numpy"
+        where = base
+
+        def detect(self, frame):
+            lo, hi = self.where.min(0), self.where.max(0)
+            return [detection.Detection(np.r_[lo, hi], np.zeros((6, 2)), 0.9)]
+
+        def __call__(self, crop_rgb):
+            return CropOutput(points=crop_now.to_crop(self.where + rng.normal(0, 0.3, (468, 2)), 64), presence=1.0,
+                              G=np.zeros((468, 3)), H=np.zeros(6))
+
+    frame = np.zeros((240, 240, 3), np.uint8)
+    for hold, same in ((0.02, True), (0.0, False)):
+        model = Face()
+        loop = FaceLoop(model, TrackOptions(roi_hold=hold, eyes=False))
+        crops = []
+        for t in range(6):
+            if t == 4:
+                model.where = base + 20.0                            # the head moves 20 px
+            crop_now = loop._crop or detection.crop_from_landmarks(model.where)
+            loop(frame)
+            crops.append(loop._crop)
+        assert (crops[1] is crops[2] is crops[3]) == same           # still: held; hold 0: a new crop every frame
+        assert abs(crops[4].cx - crops[3].cx) > 15                   # a real move is followed at once
+
+
 def test_anchors():
     a = detection.ssd_anchors()
     assert a.shape == (896, 2)
