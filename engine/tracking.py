@@ -45,9 +45,10 @@ class TrackOptions:
     # Eyelids and gaze from the model's iris graph when it has one (two 64² eye crops a frame: on a 2-core CPU
     # about the tracker's own time again; off falls back to the mesh's lids for blinks and gives no gaze).
     eyes: bool = True
-    # Keep the previous frame's crop while the landmark rule's new one is within this share of its size (centre and
-    # size): the crop then stops chasing the landmarks' own jitter, which it fed back into them. 0: a new crop every
-    # frame, as MediaPipe's FaceMesh does. Each frame's answer is still the model's on that frame's pixels.
+    # A dead band, as a share of the crop's size, on how the crop follows the landmark rule (centre and size, `held`):
+    # the crop then stops chasing the landmarks' own jitter, which it fed back into them, and still follows a moving
+    # face smoothly. 0: the landmark rule's crop every frame, as MediaPipe's FaceMesh does. Each frame's answer is
+    # still the model's on that frame's pixels (no output smoothing).
     roi_hold: float = 0.02
 
     def __post_init__(self):
@@ -138,12 +139,15 @@ def refit(out: CropOutput, basis: ExpressionBasis | None = None) -> CropOutput:
 
 
 def held(previous: Crop, new: Crop, hold: float) -> Crop:
-    """`previous` while `new` is within hold·size of it in centre (x and y) and size, else `new` (TrackOptions.roi_hold).
-    Measured (docs/BENCHMARKS.md): unguarded stability of the person package 1.674 → 1.589 on Lily and 1.599 → 1.538
-    on Obama with NME and motion unchanged."""
-    if max(abs(new.cx - previous.cx), abs(new.cy - previous.cy), abs(new.size - previous.size)) < hold * previous.size:
-        return previous
-    return new
+    """The crop moved from `previous` towards `new` by what exceeds a dead band of hold·size in centre (x, y) and
+    size (TrackOptions.roi_hold): the landmarks' own jitter no longer moves it, a moving face moves it smoothly."""
+    band = hold * previous.size
+
+    def past(a: float, b: float) -> float:
+        d = b - a
+        return a + math.copysign(max(abs(d) - band, 0.0), d)
+
+    return Crop(past(previous.cx, new.cx), past(previous.cy, new.cy), past(previous.size, new.size))
 
 
 def largest(faces: list[Detection]) -> Detection:

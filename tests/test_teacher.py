@@ -116,14 +116,15 @@ def test_crop_rules():
 
 
 def test_the_loop_holds_its_crop_while_the_face_stays_and_follows_when_it_moves():
-    """TrackOptions.roi_hold: the crop stays while the landmark rule moves it by less than 2 % of its size (the face's
-    own jitter), follows a real move at once, and 0 gives a new crop every frame (MediaPipe's rule)."""
+    """TrackOptions.roi_hold: a dead band of 2 % of the crop's size; the crop stays while the landmark rule moves it by
+    less (the face's own jitter), follows a real move by what exceeds the band, and 0 gives the landmark rule's crop
+    every frame (MediaPipe's rule)."""
     from engine.tracking import CropOutput, FaceLoop, TrackOptions, held
 
     a = detection.Crop(100.0, 100.0, 200.0)
-    assert held(a, detection.Crop(103.0, 98.0, 203.0), 0.02) is a
-    moved = detection.Crop(105.0, 100.0, 200.0)
-    assert held(a, moved, 0.02) is moved and held(a, detection.Crop(100.0, 100.0, 205.0), 0.02).size == 205.0
+    assert held(a, detection.Crop(103.0, 98.0, 203.0), 0.02) == a                  # band: 4 px
+    assert held(a, detection.Crop(110.0, 90.0, 205.0), 0.02) == detection.Crop(106.0, 94.0, 201.0)
+    assert held(a, detection.Crop(110.0, 90.0, 205.0), 0.0) == detection.Crop(110.0, 90.0, 205.0)
     with pytest.raises(ValueError, match="roi_hold"):
         TrackOptions(roi_hold=0.3)
 
@@ -153,7 +154,7 @@ def test_the_loop_holds_its_crop_while_the_face_stays_and_follows_when_it_moves(
             crop_now = loop._crop or detection.crop_from_landmarks(model.where)
             loop(frame)
             crops.append(loop._crop)
-        assert (crops[1] is crops[2] is crops[3]) == same           # still: held; hold 0: a new crop every frame
+        assert (crops[1] == crops[2] == crops[3]) == same           # still: held; hold 0: a new crop every frame
         assert abs(crops[4].cx - crops[3].cx) > 15                   # a real move is followed at once
 
 
