@@ -111,8 +111,7 @@ class ExpressionBasis:
     decoded geometry and the enrollment's std σ [K] (cm) along each, laid out once for the per-frame refit."""
 
     def __init__(self, directions: np.ndarray, std: np.ndarray):
-        self.directions = np.asarray(directions, np.float64)
-        self.axis_first = np.ascontiguousarray(self.directions.transpose(2, 1, 0))     # [3,468,K]
+        self.axis_first = np.ascontiguousarray(np.asarray(directions, np.float64).transpose(2, 1, 0))   # [3,468,K]
         self.prior = math.sqrt(REFIT_PRIOR) / np.asarray(std, np.float64)              # √ρ/σ_k (REFIT_PRIOR)
 
 
