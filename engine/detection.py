@@ -6,6 +6,7 @@ MediaPipe uses, so our boxes/landmarks equal MediaPipe's normalised output x W.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -19,25 +20,31 @@ MIN_SCORE, IOU_THRESHOLD = 0.5, 0.3
 # ----------------------------------------------------------------------------------------- crops
 @dataclass(frozen=True)
 class Crop:
-    """Square, axis-aligned crop (no rotation, so head roll stays visible) in frame pixels."""
+    """Square crop in frame pixels, turned by `angle` (radians) about its centre so that the eyes lie level in it,
+    as MediaPipe's ROI is: the 468-point net is most accurate on upright faces (Obama's held-out clip: NME 2.93 →
+    2.89 % for the net in our loop, MediaPipe's own 2.89). Head roll is not lost: frame_pose adds the angle back."""
     cx: float
     cy: float
     size: float
+    angle: float = 0.0
 
     def matrix(self, out_size: int) -> np.ndarray:
-        """2x3 frame->crop affine u = k (x - x0), in pixel-index coordinates, the same matrix
-        MediaPipe's ImageToTensorCalculator warps with (its detector scores only match this way)."""
+        """2x3 frame->crop affine u = k·Q·(x − c) + n/2 (Q turns by −angle), in pixel-index coordinates: the
+        matrix MediaPipe's ImageToTensorCalculator warps with (its detector scores only match this way)."""
         k = out_size / self.size
-        x0, y0 = self.cx - self.size / 2, self.cy - self.size / 2
-        return np.array([[k, 0, -k * x0], [0, k, -k * y0]], np.float64)
+        c, s = math.cos(self.angle), math.sin(self.angle)
+        A = k * np.array([[c, s], [-s, c]])
+        b = out_size / 2 - A @ np.array([self.cx, self.cy])
+        return np.column_stack([A, b])
 
     def to_crop(self, points: np.ndarray, out_size: int) -> np.ndarray:
         m = self.matrix(out_size)
-        return np.asarray(points)[..., :2] * m[0, 0] + m[:, 2]
+        return np.asarray(points)[..., :2] @ m[:, :2].T + m[:, 2]
 
     def to_frame(self, points: np.ndarray, out_size: int) -> np.ndarray:
         m = self.matrix(out_size)
-        return (np.asarray(points)[..., :2] - m[:, 2]) / m[0, 0]
+        k2 = (out_size / self.size) ** 2            # A = k·Q, so A⁻¹ = Aᵀ / k²
+        return (np.asarray(points)[..., :2] - m[:, 2]) @ m[:, :2] / k2
 
     def apply(self, frame: np.ndarray, out_size: int) -> np.ndarray:
         """The crop, with the frame's edge pixels repeated where it leaves the frame, as MediaPipe's landmark graph
@@ -47,21 +54,26 @@ class Crop:
                               borderMode=cv2.BORDER_REPLICATE)
 
 
-def _square(x0: float, y0: float, x1: float, y1: float) -> Crop:
-    return Crop((x0 + x1) / 2, (y0 + y1) / 2, CROP_SCALE * max(x1 - x0, y1 - y0))
+EYE_CORNERS = (33, 263)     # the mesh's outer eye corners, image left then right: the landmark rule's roll
+
+
+def _roi(x0: float, y0: float, x1: float, y1: float, start: np.ndarray, end: np.ndarray) -> Crop:
+    """MediaPipe's ROI rule: the box's centre, 1.5 x its longest side, square, turned by the angle of start → end."""
+    d = np.asarray(end, np.float64) - np.asarray(start, np.float64)
+    return Crop((x0 + x1) / 2, (y0 + y1) / 2, CROP_SCALE * max(x1 - x0, y1 - y0), math.atan2(d[1], d[0]))
 
 
 def crop_from_landmarks(points_xy: np.ndarray) -> Crop:
-    """MediaPipe's landmarks->ROI rule without rotation: bbox centre, 1.5 x longest side."""
+    """MediaPipe's landmarks->ROI rule (face_landmarks_to_roi): the landmarks' box, rolled by the outer eye corners."""
     p = np.asarray(points_xy)[:, :2]
-    return _square(*p.min(0), *p.max(0))
+    return _roi(*p.min(0), *p.max(0), p[EYE_CORNERS[0]], p[EYE_CORNERS[1]])
 
 
 def crop_from_detection(det: "Detection") -> Crop:
-    """MediaPipe's detection->ROI rule (face_detection_front_detection_to_roi) without rotation:
-    box centre, 1.5 x longest side. BlazeFace's box is tighter than the landmark bbox, so this crop
-    is smaller than crop_from_landmarks'; the landmark model is accurate on both (see tests)."""
-    return _square(*det.box)
+    """MediaPipe's detection->ROI rule (face_detection_front_detection_to_roi): the box, rolled by the eye
+    keypoints. BlazeFace's box is tighter than the landmark box, so this crop is smaller than
+    crop_from_landmarks'; the landmark model is accurate on both (see tests)."""
+    return _roi(*det.box, det.keypoints[0], det.keypoints[1])
 
 
 # -------------------------------------------------------------------------------------- detector

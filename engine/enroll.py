@@ -83,7 +83,7 @@ def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, m
             continue
         crop, image, H, G = found.crop, found.image, found.H_crop, found.G
         for key, value in (("crops", image), ("landmarks", found.landmarks.astype(np.float32)), ("H", H),
-                           ("G", G), ("source", (vi, fi)), ("crop_boxes", (crop.cx, crop.cy, crop.size))):
+                           ("G", G), ("source", (vi, fi)), ("crop_boxes", (crop.cx, crop.cy, crop.size, crop.angle))):
             store[key].append(value)
         pending.append((image, H, G))
         if len(pending) == BATCH:

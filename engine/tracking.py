@@ -100,10 +100,10 @@ class CropModel(Protocol):
 
 
 def frame_pose(H_crop: np.ndarray, crop: Crop, crop_size: int) -> np.ndarray:
-    """H in crop pixels → H in frame pixels (the crop is a scale and a shift: f and t change, angles don't)."""
-    k = crop.size / crop_size
-    origin = crop.to_frame(np.zeros(2), crop_size)
-    return np.array([H_crop[0] * k, *H_crop[1:4], H_crop[4] * k + origin[0], H_crop[5] * k + origin[1]])
+    """H in crop pixels → H in frame pixels. The crop is a turn by its angle, a scale and a shift: f scales, the
+    translation maps like a point, and the roll gains the crop's angle (Rz(a)·Rz(rz)·Ry·Rx, see pose.rotation_matrix)."""
+    t = crop.to_frame(np.asarray(H_crop[4:6], np.float64), crop_size)
+    return np.array([H_crop[0] * crop.size / crop_size, H_crop[1], H_crop[2], H_crop[3] + crop.angle, *t])
 
 
 class ExpressionBasis:
@@ -139,14 +139,16 @@ def refit(out: CropOutput, basis: ExpressionBasis | None = None) -> CropOutput:
 
 def held(previous: Crop, new: Crop, hold: float) -> Crop:
     """The crop moved from `previous` towards `new` by what exceeds a dead band of hold·size in centre (x, y) and
-    size (TrackOptions.roi_hold): the landmarks' own jitter no longer moves it, a moving face moves it smoothly."""
+    size, and of `hold` radians in angle (a turn that moves the crop's edge midpoints by hold·size/2)
+    (TrackOptions.roi_hold): the landmarks' own jitter no longer moves it, a moving face moves it smoothly."""
     band = hold * previous.size
 
-    def past(a: float, b: float) -> float:
-        d = b - a
+    def past(a: float, d: float, band: float) -> float:
         return a + math.copysign(max(abs(d) - band, 0.0), d)
 
-    return Crop(past(previous.cx, new.cx), past(previous.cy, new.cy), past(previous.size, new.size))
+    turn = math.remainder(new.angle - previous.angle, math.tau)      # the short way round
+    return Crop(past(previous.cx, new.cx - previous.cx, band), past(previous.cy, new.cy - previous.cy, band),
+                past(previous.size, new.size - previous.size, band), past(previous.angle, turn, hold))
 
 
 def largest(faces: list[Detection]) -> Detection:

@@ -82,8 +82,9 @@ def test_unsupported_op_is_named():
         TFLiteModule._build(None, "SOFTMAX", None, [0], [], {})
 
 
-def test_crop_maps_are_inverse_and_match_warp():
-    crop = detection.Crop(cx=130.3, cy=90.7, size=101.0)
+@pytest.mark.parametrize("angle", [0.0, 0.3, -2.0])
+def test_crop_maps_are_inverse_and_match_warp(angle):
+    crop = detection.Crop(cx=130.3, cy=90.7, size=101.0, angle=angle)
     pts = np.array([[100.0, 80.0], [150.5, 120.25]])
     assert np.allclose(crop.to_frame(crop.to_crop(pts, 192), 192), pts)
     assert np.allclose(crop.to_crop([[130.3, 90.7]], 192), [[96, 96]])
@@ -93,6 +94,23 @@ def test_crop_maps_are_inverse_and_match_warp():
     ys, xs = np.nonzero(img > 0.5 * img.max())
     centroid = np.average(np.stack([xs, ys], 1), axis=0, weights=img[ys, xs])
     assert np.allclose(centroid, crop.to_crop(np.array([140.0, 98.0]), 192), atol=0.5)
+
+
+def test_a_turned_crop_levels_the_eyes_and_the_frame_pose_keeps_the_roll():
+    """The landmark rule turns the crop by the outer eye corners' angle (MediaPipe's ROI), so the eyes lie level in
+    it; frame_pose adds the angle back, so the mesh lands where it did and the head's roll is the frame's."""
+    from engine import pose
+    from engine.tracking import frame_pose
+
+    rng = np.random.default_rng(0)
+    G = rng.normal(size=(468, 3))
+    H_frame = np.array([40.0, 0.1, -0.2, 0.5, 320.0, 240.0])
+    crop = detection.crop_from_landmarks(pose.project(G, H_frame))
+    eyes = crop.to_crop(pose.project(G, H_frame)[list(detection.EYE_CORNERS)], 256)
+    assert abs(eyes[0, 1] - eyes[1, 1]) < 1e-9 and eyes[1, 0] > eyes[0, 0]          # level, left to right
+    H_crop = np.array([40.0 * 256 / crop.size, 0.1, -0.2, 0.5 - crop.angle, *crop.to_crop(H_frame[4:6], 256)])
+    assert np.allclose(crop.to_frame(pose.project(G, H_crop), 256), pose.project(G, H_frame))
+    assert np.allclose(frame_pose(H_crop, crop, 256), H_frame)
 
 
 def test_a_crop_leaving_the_frame_repeats_its_edge_as_mediapipe_pads():
@@ -108,11 +126,18 @@ def test_a_crop_leaving_the_frame_repeats_its_edge_as_mediapipe_pads():
 
 
 def test_crop_rules():
-    pts = np.array([[10.0, 20.0], [50.0, 100.0], [30.0, 60.0]])
-    c = detection.crop_from_landmarks(pts)
-    assert (c.cx, c.cy, c.size) == (30.0, 60.0, 120.0)
-    det = detection.Detection(np.array([0.0, 0.0, 40.0, 20.0]), np.zeros((6, 2)), 0.9)
-    assert detection.crop_from_detection(det) == detection.Crop(20.0, 10.0, 60.0)
+    pts = np.full((468, 2), 30.0)
+    pts[0], pts[1] = (10.0, 20.0), (50.0, 100.0)
+    pts[33], pts[263] = (20.0, 40.0), (40.0, 40.0)                       # eyes level: no turn
+    assert detection.crop_from_landmarks(pts) == detection.Crop(30.0, 60.0, 120.0, 0.0)
+    pts[263] = (40.0, 60.0)                                               # the right eye 20 px lower: 45°
+    assert detection.crop_from_landmarks(pts).angle == pytest.approx(np.pi / 4)
+    kps = np.zeros((6, 2))
+    kps[1] = (10.0, 0.0)
+    det = detection.Detection(np.array([0.0, 0.0, 40.0, 20.0]), kps, 0.9)
+    assert detection.crop_from_detection(det) == detection.Crop(20.0, 10.0, 60.0, 0.0)
+    kps[1] = (0.0, -10.0)                                                 # the left eye above the right: −90°
+    assert detection.crop_from_detection(det).angle == pytest.approx(-np.pi / 2)
 
 
 def test_the_loop_holds_its_crop_while_the_face_stays_and_follows_when_it_moves():
@@ -125,11 +150,16 @@ def test_the_loop_holds_its_crop_while_the_face_stays_and_follows_when_it_moves(
     assert held(a, detection.Crop(103.0, 98.0, 203.0), 0.02) == a                  # band: 4 px
     assert held(a, detection.Crop(110.0, 90.0, 205.0), 0.02) == detection.Crop(106.0, 94.0, 201.0)
     assert held(a, detection.Crop(110.0, 90.0, 205.0), 0.0) == detection.Crop(110.0, 90.0, 205.0)
+    assert held(a, detection.Crop(100.0, 100.0, 200.0, 0.015), 0.02) == a          # the angle's band: 0.02 rad
+    assert held(a, detection.Crop(100.0, 100.0, 200.0, -0.05), 0.02).angle == pytest.approx(-0.03)
+    b = detection.Crop(0.0, 0.0, 200.0, 3.1)                                        # across ±π: the short way round
+    assert held(b, detection.Crop(0.0, 0.0, 200.0, -3.1), 0.02).angle == pytest.approx(3.1 + (2 * np.pi - 6.2) - 0.02)
     with pytest.raises(ValueError, match="roi_hold"):
         TrackOptions(roi_hold=0.3)
 
     rng = np.random.default_rng(3)
     base = rng.uniform(80, 160, (468, 2))                          # the face in frame pixels
+    base[list(detection.EYE_CORNERS)] = (85.0, 110.0), (155.0, 110.0)   # level eyes 70 px apart
 
     class Face:                                                      # a crop model that sees `where` ± 0.3 px
         crop_size, name, backend = 64, "fake", "numpy"
