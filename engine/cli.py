@@ -32,7 +32,7 @@ def _synth(args) -> None:
     from engine import synth
 
     synth.write_clip(args.out, frames=args.frames, domain=args.domain, seed=args.seed,
-                     size=(args.width, args.height), face_image=args.face)
+                     size=(args.width, args.height), face_image=args.face, ict=args.ict)
 
 
 def _enroll(args) -> None:
@@ -167,6 +167,8 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--width", type=options.count(64, 7680), default=640)
     s.add_argument("--height", type=options.count(64, 4320), default=480)
     s.add_argument("--face", type=Path, help="build the performer from this photo instead of skimage's astronaut")
+    s.add_argument("--ict", type=Path, help="expressions from this ICT-FaceKit delta file (npz: names, deltas, "
+                   "neutral) instead of the procedural fields")
     s.set_defaults(run=_synth)
 
     e = sub.add_parser("enroll", help="teacher landmarks, pose, crops and unwrapped textures of enrollment video")

@@ -1,8 +1,11 @@
-"""Procedural expression fields on the 468-vertex topology: G = canonical + Σ_e a_e · field_e.
+"""Expression fields on the 468-vertex topology: G = canonical + Σ_e a_e · field_e.
 
 Each field is a displacement [468, 3] in cm in the canonical head frame (x right, y down, z away from the
-camera) with a smooth Gaussian falloff around anchor vertices, so activations in [0, 1] blend linearly.
-"Left" is the subject's left (image right, +x), as in ARKit's names.
+camera), so activations in [0, 1] blend linearly. "Left" is the subject's left (image right, +x), as in ARKit's
+names. Two sources:
+  procedural  (`basis`) smooth Gaussian falloffs around anchor vertices; no data needed.
+  ICT-FaceKit (`ict_basis`) the ICT Face Model's scanned ARKit-style blendshapes (MIT), carried onto the 468
+              vertices: what a real face does with its cheeks, lids and lips when it smiles, blinks or puckers.
 """
 from __future__ import annotations
 
@@ -10,7 +13,11 @@ from functools import lru_cache
 
 import numpy as np
 
+from pathlib import Path
+
 from engine import canonical, pose
+from engine.errors import UserError
+from engine.topology import IBUG51
 
 NAMES = ("jaw_open", "smile_left", "smile_right", "blink_left", "blink_right", "brow_raise", "brow_frown", "pucker")
 
@@ -87,6 +94,65 @@ def basis() -> np.ndarray:
     return np.stack(fields).astype(np.float32)
 
 
-def apply(activations: np.ndarray) -> np.ndarray:
-    """Activations [..., E] in [0, 1] → vertices G [..., 468, 3] in the canonical frame."""
-    return canonical.load()[0] + np.tensordot(activations, basis(), axes=([-1], [0])).astype(np.float32)
+# ICT-FaceKit: its shapes making each of NAMES (summed), the vertex of each iBUG-68 point 17..67 on its neutral
+# mesh (vertex_indices.json's idx_to_landmark_verts: index facts of its topology), and its face part's vertices.
+ICT_SHAPES = {"jaw_open": ("jawOpen",), "smile_left": ("mouthSmile_L",), "smile_right": ("mouthSmile_R",),
+              "blink_left": ("eyeBlink_L",), "blink_right": ("eyeBlink_R",),
+              "brow_raise": ("browInnerUp_L", "browInnerUp_R", "browOuterUp_L", "browOuterUp_R"),
+              "brow_frown": ("browDown_L", "browDown_R"), "pucker": ("mouthPucker",)}
+ICT_IBUG51 = (268, 493, 1914, 2044, 1401, 3615, 4240, 4114, 2734, 2509, 978, 4527, 4942, 4857, 1140, 2075, 1147,
+              4269, 3360, 1507, 1542, 1537, 1528, 1518, 1511, 3742, 3751, 3756, 3721, 3725, 3732, 5708, 5695, 2081, 0,
+              4275, 6200, 6213, 6346, 6461, 5518, 5957, 5841, 5702, 5711, 5533, 6216, 6207, 6470, 5517, 5966)
+ICT_FACE = 9409
+ICT_NEIGHBOURS, ICT_FIT_ROUNDS = 4, 3
+
+
+def _load_ict(path: Path) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(names, deltas [N,V,3], neutral [V,3]) of an ICT-FaceKit delta file, checked; UserError naming the file."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            names, deltas, neutral = [str(n) for n in z["names"]], z["deltas"], z["neutral"]
+    except (OSError, KeyError, ValueError) as err:
+        raise UserError(f"{path}: not an ICT-FaceKit delta file (names, deltas, neutral) ({err})") from None
+    missing = sorted({n for shapes in ICT_SHAPES.values() for n in shapes} - set(names))
+    if neutral.ndim != 2 or neutral.shape[0] < ICT_FACE or neutral.shape[1] != 3 \
+            or deltas.shape != (len(names), *neutral.shape) or missing:
+        raise UserError(f"{path}: need deltas [N,V,3] and neutral [V,3] on the ICT topology (V ≥ {ICT_FACE}) with "
+                        f"the shapes {', '.join(missing) or 'named'}; got {deltas.shape} and {neutral.shape}")
+    if not (np.isfinite(deltas).all() and np.isfinite(neutral).all()):
+        raise UserError(f"{path}: non-finite vertices")
+    return names, deltas, neutral
+
+
+@lru_cache(maxsize=2)
+def ict_basis(path: str) -> np.ndarray:
+    """[E, 468, 3] fields (cm) in the order of NAMES from an ICT-FaceKit delta file (npz: names, deltas [N,V,3]
+    minus neutral [V,3]). Its face part is brought onto our canonical mesh (y up, z towards the camera → ours) by the
+    similarity that matches the 51 inner iBUG points, refined by rounds of nearest vertices (ICP, about 0.3 cm
+    rms); each of our vertices then takes the mean of its nearest face vertices' deltas, weighted by 1/distance."""
+    names, deltas, neutral = _load_ict(Path(path))
+    flip = np.array([1.0, -1.0, -1.0])
+    face = neutral[:ICT_FACE].astype(np.float64) * flip
+    X = canonical.load()[0].astype(np.float64)
+    ours51 = np.stack([X[p].mean(0) for p in IBUG51])
+    s, R, t = pose.procrustes(face[list(ICT_IBUG51)], ours51)
+    for _ in range(ICT_FIT_ROUNDS):
+        moved = s * face @ R.T + t
+        nearest = np.argmin(((X[:, None] - moved[None]) ** 2).sum(-1), 1)
+        s, R, t = pose.procrustes(face[nearest], X)
+    d2 = ((X[:, None] - (s * face @ R.T + t)[None]) ** 2).sum(-1)
+    k = np.argsort(d2, 1)[:, :ICT_NEIGHBOURS]
+    w = 1.0 / (np.sqrt(np.take_along_axis(d2, k, 1)) + 1e-3)
+    w /= w.sum(1, keepdims=True)
+    fields = []
+    for name in NAMES:
+        delta = sum(deltas[names.index(shape), :ICT_FACE].astype(np.float64) for shape in ICT_SHAPES[name])
+        fields.append(((s * (delta * flip) @ R.T)[k] * w[..., None]).sum(1))
+    return np.stack(fields).astype(np.float32)
+
+
+def apply(activations: np.ndarray, fields: np.ndarray | None = None) -> np.ndarray:
+    """Activations [..., E] in [0, 1] → vertices G [..., 468, 3] in the canonical frame; `fields` [E,468,3] default
+    to the procedural `basis()`."""
+    fields = basis() if fields is None else fields
+    return canonical.load()[0] + np.tensordot(activations, fields, axes=([-1], [0])).astype(np.float32)

@@ -311,8 +311,9 @@ def eye_texture(base: np.ndarray, eyes: list[EyeTexels], G: np.ndarray, gaze: np
 
 
 def write_clip(out: str | Path, frames: int, domain: str, seed: int, size: tuple[int, int] = (640, 480),
-               face_image: str | Path | None = None) -> Path:
-    """Render a clip; returns the output folder (video.mp4, gt.npz, meta.json)."""
+               face_image: str | Path | None = None, ict: str | Path | None = None) -> Path:
+    """Render a clip; returns the output folder (video.mp4, gt.npz, meta.json). `ict`: an ICT-FaceKit delta file
+    whose scanned blendshapes make the expressions (expressions.ict_basis) instead of the procedural fields."""
     from engine import canonical
     from engine.render import OffscreenRenderer
     from engine.topology import topology
@@ -320,6 +321,7 @@ def write_clip(out: str | Path, frames: int, domain: str, seed: int, size: tuple
 
     if frames < 1:
         raise UserError(f"--frames must be ≥ 1 (got {frames})")
+    fields = None if ict is None else expressions.ict_basis(str(ict))     # a bad file fails before OUT is made
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     dom = DOMAINS[domain]
@@ -328,7 +330,7 @@ def write_clip(out: str | Path, frames: int, domain: str, seed: int, size: tuple
     face_height = float(shape[:, 1].max() - shape[:, 1].min())
     H = pose_path(rng, frames, size, face_height)
     expr = expression_track(rng, frames)
-    G = expressions.apply(expr)
+    G = expressions.apply(expr, fields)
     lids = expr[:, [expressions.NAMES.index(f"blink_{side}") for side in SIDES]]
     gaze = gaze_track(np.random.default_rng((seed, GAZE_SEED_STREAM)), frames, lids)
     texture = performer_texture(None if face_image is None else str(face_image))
@@ -354,6 +356,7 @@ def write_clip(out: str | Path, frames: int, domain: str, seed: int, size: tuple
                             gaze=gaze.astype(np.float32))
         options.write_file(tmp_gt, gt.getvalue())
         meta = {"domain": domain, "seed": seed, "frames": frames, "fps": FPS, "size": list(size),
+                "expressions": "procedural" if ict is None else f"ICT-FaceKit ({Path(ict).name})",
                 "H_units": "frame pixels", "gaze_units": "radians, (left, right) × (yaw, pitch)"}
         options.write_file(tmp_meta, json.dumps(meta, indent=2).encode())
     return out

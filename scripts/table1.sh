@@ -3,7 +3,8 @@
 # environment pair, `facetrack build` (tiny profile), the un-adapted run exported as a second package (ours w/o DA),
 # then `facetrack eval` of each package and of the teacher, each beside MediaPipe FaceMesh on the same frames, on
 # held-out frames of the new environment that adaptation never saw (its last 30 %; synthetic: a third clip).
-# Usage: scripts/table1.sh OUT [synthetic|lily|obama ...]     (~10 min a pair on 2 cores; OMP_NUM_THREADS=1)
+# Usage: scripts/table1.sh OUT [synthetic|synthetic_ict|lily|obama ...]   (~10 min a pair on 2 cores; OMP_NUM_THREADS=1)
+# synthetic_ict: the synthetic performer with ICT-FaceKit's scanned expressions (`synth --ict`) instead of procedural.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 out=${1:?usage: scripts/table1.sh OUT [pairs...]}; shift
@@ -34,10 +35,11 @@ for pair in $pairs; do
   d="$out/$pair"
   mkdir -p "$d"
   case $pair in
-    synthetic)
-      $ft synth --out "$d/enroll" --frames 240 --domain lab --seed 1
-      $ft synth --out "$d/new_env" --frames 150 --domain wild --seed 2
-      $ft synth --out "$d/test" --frames 150 --domain wild --seed 3
+    synthetic|synthetic_ict)
+      ict=(); [ "$pair" = synthetic_ict ] && ict=(--ict ../shared/data/mesh/ict_facekit/ict_expression_deltas.npz)
+      $ft synth --out "$d/enroll" --frames 240 --domain lab --seed 1 "${ict[@]}"
+      $ft synth --out "$d/new_env" --frames 150 --domain wild --seed 2 "${ict[@]}"
+      $ft synth --out "$d/test" --frames 150 --domain wild --seed 3 "${ict[@]}"
       enroll="$d/enroll/video.mp4"; new="$d/new_env/video.mp4"; test="$d/test/video.mp4"; gt=(--gt "$d/test/gt.npz");;
     lily)
       split "$data/lily_aldridge/vox2_517600078_outdoor_frames" "$d/window"

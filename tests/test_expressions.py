@@ -1,4 +1,5 @@
 import numpy as np
+import pytest
 
 from engine import canonical, expressions, synth
 
@@ -35,3 +36,50 @@ def test_tracks_are_smooth_bounded_and_seeded():
     expr = synth.expression_track(rng(), 300)
     assert expr.shape == (300, len(expressions.NAMES)) and expr.min() >= 0 and expr.max() <= 1
     assert (expr.max(0) > 0.3).sum() >= 6                                   # most expressions show up
+
+
+@pytest.fixture
+def ict_file(shared_data):
+    return shared_data / "mesh" / "ict_facekit" / "ict_expression_deltas.npz"
+
+
+def test_ict_fields_carry_the_scanned_shapes_onto_our_mesh(ict_file):
+    """The ICT-FaceKit blendshapes moved onto the 468 vertices: each field moves what its name says, by about what
+    the scanned face moves it, and the left and right shapes mirror each other."""
+    B = dict(zip(expressions.NAMES, expressions.ict_basis(str(ict_file))))
+    S, mirror = canonical.load()
+    assert B["jaw_open"][152, 1] > 2.0 and abs(B["jaw_open"][168, 1]) < 0.1    # chin drops, the nose bridge stays
+    assert B["smile_left"][291, 0] > 0.3 and B["smile_left"][291, 1] < -0.3    # subject's left corner: out, up
+    assert np.linalg.norm(B["smile_left"][61]) < 0.25 * np.linalg.norm(B["smile_left"][291])
+    for side in ("left", "right"):
+        lid, low = expressions.UPPER_LID[side][0], expressions.LOWER_LID[side]
+        gap, closed = S[low, 1] - S[lid, 1], (S[low] + B[f"blink_{side}"][low] - S[lid] - B[f"blink_{side}"][lid])[1]
+        assert closed < 0.3 * gap                                                 # the lids close
+    assert (B["brow_raise"][list(expressions.BROWS), 1] < -0.3).all()
+    assert (B["brow_frown"][list(expressions.INNER_BROWS), 1] > 0.1).all()        # inner brows pulled down
+    assert B["pucker"][0, 2] < -0.3                                               # lips forward
+    flip = np.array([-1, 1, 1])
+    for a, b in (("smile_left", "smile_right"), ("blink_left", "blink_right")):
+        np.testing.assert_allclose(B[a], (B[b] * flip)[mirror], atol=0.05)
+
+
+def test_a_file_that_is_not_ict_deltas_is_refused_in_one_line(tmp_path):
+    from engine.errors import UserError
+
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, names=np.array(["jawOpen"]), deltas=np.zeros((1, 9409, 3), np.float32),
+             neutral=np.zeros((9409, 3), np.float32))
+    with pytest.raises(UserError, match="mouthSmile_L"):                       # shapes missing
+        expressions.ict_basis(str(bad))
+    (tmp_path / "pickled.npz").write_bytes(b"\x80\x04K\x01.")                  # a pickle, never loaded
+    with pytest.raises(UserError, match="not an ICT-FaceKit delta file"):
+        expressions.ict_basis(str(tmp_path / "pickled.npz"))
+
+
+def test_synth_with_ict_expressions_writes_its_truth(tmp_path, ict_file):
+    out = synth.write_clip(tmp_path / "clip", frames=4, domain="lab", seed=1, size=(160, 120), ict=ict_file)
+    with np.load(out / "gt.npz") as gt:
+        G, expr = gt["G"], gt["expr"]
+    fields = expressions.ict_basis(str(ict_file))
+    np.testing.assert_allclose(G, expressions.apply(expr, fields), atol=1e-5)
+    assert "ICT-FaceKit" in (out / "meta.json").read_text()

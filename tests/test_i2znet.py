@@ -109,7 +109,7 @@ def synthetic_enrollment(folder, n=12, seed=0):
     arrays = {"crops": np.stack(crops), "landmarks": pose.transform(G.astype(np.float64), H).astype(np.float32),
               "H": H.astype(np.float32), "G": G.astype(np.float32), "textures": np.repeat(texture[None], n, 0),
               "weights": np.full((n, 64, 64), 255, np.uint8), "source": np.zeros((n, 2), np.int32),
-              "crop_boxes": np.tile([128.0, 128.0, 256.0], (n, 1)).astype(np.float32)}
+              "crop_boxes": np.tile([128.0, 128.0, 256.0, 0.0], (n, 1)).astype(np.float32)}
     for k, a in arrays.items():
         np.save(e / f"{k}.npy", a)
     return folder
