@@ -141,9 +141,9 @@ def test_crop_rules():
 
 
 def test_the_loop_holds_its_crop_while_the_face_stays_and_follows_when_it_moves():
-    """TrackOptions.roi_hold: a dead band of 2 % of the crop's size; the crop stays while the landmark rule moves it by
-    less (the face's own jitter), follows a real move by what exceeds the band, and 0 gives the landmark rule's crop
-    every frame (MediaPipe's rule)."""
+    """TrackOptions.roi_hold: a dead band on how the crop follows the head pose (crop_from_pose); the crop stays while
+    the pose moves it by less (the model's own jitter), follows a real move by what exceeds the band, and 0 gives a
+    new crop every frame (MediaPipe's rule)."""
     from engine.tracking import CropOutput, FaceLoop, TrackOptions, held
 
     a = detection.Crop(100.0, 100.0, 200.0)
@@ -157,32 +157,38 @@ def test_the_loop_holds_its_crop_while_the_face_stays_and_follows_when_it_moves(
     with pytest.raises(ValueError, match="roi_hold"):
         TrackOptions(roi_hold=0.3)
 
-    rng = np.random.default_rng(3)
-    base = rng.uniform(80, 160, (468, 2))                          # the face in frame pixels
-    base[list(detection.EYE_CORNERS)] = (85.0, 110.0), (155.0, 110.0)   # level eyes 70 px apart
+    from engine import canonical, pose
+    from engine.tracking import crop_from_pose
 
-    class Face:                                                      # a crop model that sees `where` ± 0.3 px
+    rng = np.random.default_rng(3)
+    S = canonical.load()[0].astype(np.float64)
+
+    class Face:                                            # a crop model that sees the head at `where` ± 0.3 px
         crop_size, name, backend = 64, "fake", "numpy"
-        where = base
+        where = np.array([6.0, 0.0, 0.0, 0.05, 120.0, 120.0])     # frame pose: ~100 px face, slightly rolled
 
         def detect(self, frame):
-            lo, hi = self.where.min(0), self.where.max(0)
-            return [detection.Detection(np.r_[lo, hi], np.zeros((6, 2)), 0.9)]
+            p = pose.project(S, self.where)
+            return [detection.Detection(np.r_[p.min(0), p.max(0)], np.zeros((6, 2)), 0.9)]
 
         def __call__(self, crop_rgb):
-            return CropOutput(points=crop_now.to_crop(self.where + rng.normal(0, 0.3, (468, 2)), 64), presence=1.0,
-                              G=np.zeros((468, 3)), H=np.zeros(6))
+            c, k = crop_now[0], 64 / crop_now[0].size
+            t = c.to_crop(self.where[4:6] + rng.normal(0, 0.3, 2), 64)
+            H = np.array([self.where[0] * k, 0.0, 0.0, self.where[3] - c.angle, *t])
+            return CropOutput(points=pose.project(S, H), presence=1.0, G=S, H=H)
 
     frame = np.zeros((240, 240, 3), np.uint8)
     for hold, same in ((0.02, True), (0.0, False)):
         model = Face()
         loop = FaceLoop(model, TrackOptions(roi_hold=hold, eyes=False))
-        crops = []
+        crops, crop_now = [], [None]
         for t in range(6):
             if t == 4:
-                model.where = base + 20.0                            # the head moves 20 px
-            crop_now = loop._crop or detection.crop_from_landmarks(model.where)
-            loop(frame)
+                model.where = model.where + [0, 0, 0, 0, 20.0, 0]    # the head moves 20 px
+            crop_now[0] = loop._crop or crop_from_pose(model.where)   # the model's view is exact once the loop tracks
+            result = loop(frame)
+            if t:
+                assert np.allclose(result.H[[0, 3]], model.where[[0, 3]])   # the crop's angle and scale are undone
             crops.append(loop._crop)
         assert (crops[1] == crops[2] == crops[3]) == same           # still: held; hold 0: a new crop every frame
         assert abs(crops[4].cx - crops[3].cx) > 15                   # a real move is followed at once
