@@ -30,9 +30,10 @@ REDETECT = ("on_loss", "every_frame")
 # fit does (sample's clip: 3.16 % of the eye distance from the true points either way; one step: 3.19 %) at a third
 # of its cost (it runs on every frame of the live path).
 REFIT_STEPS = 2
-# ρ of the expression refit's prior, crop px² per σ²: 3 keeps more of the network's own answer than 1 (synthetic pucker
-# r 0.52 vs 0.17, NME 4.08 vs 4.05 %; docs/BENCHMARKS.md).
-REFIT_PRIOR = 3.0
+# ρ of the expression refit's prior, crop px² per σ²: how much of the network's own answer it keeps. 10 over 3: on the
+# synthetic performers jaw r 0.53 → 0.57 (ICT: 0.69 → 0.76), smile R 0.10 → 0.30 (0.38 → 0.47), unguarded stability
+# 1.594 → 1.539 (1.542 → 1.517); real clips within ±0.02 NME, motion ratio 0.83–0.91 (docs/BENCHMARKS.md).
+REFIT_PRIOR = 10.0
 
 
 @dataclass(frozen=True)
