@@ -1,7 +1,8 @@
 """ARKit traces of a synthetic clip against its ground truth (docs/img/arkit_traces.png): the package's values (as the
-studio streams them, through `facetrack eval`'s tracking and ARKit code) and MediaPipe FaceMesh's, per field.
+studio streams them, through `facetrack eval`'s tracking and ARKit code), MediaPipe FaceMesh's, and the same ARKit
+code on the ground-truth meshes (the ceiling: where expressions overlap, one can hide another's measure), per field.
 
-    .venv/bin/python scripts/arkit_traces.py [PACKAGE] [--out docs/img/arkit_traces.png]
+    .venv/bin/python scripts/arkit_traces.py [PACKAGE] [--clip VIDEO --gt GT.npz] [--out docs/img/arkit_traces.png]
 """
 from __future__ import annotations
 
@@ -28,13 +29,17 @@ def series(model, clip: Path, rate: float) -> dict:
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("package", nargs="?", type=Path, default=SAMPLE_PACKAGE)
+    p.add_argument("--clip", type=Path, help="default: the package's synthetic.mp4")
+    p.add_argument("--gt", type=Path, help="default: the package's synthetic_gt.npz")
     p.add_argument("--out", type=Path, default=Path("docs/img/arkit_traces.png"))
     a = p.parse_args()
-    clip, gt_path = a.package / "synthetic.mp4", a.package / "synthetic_gt.npz"
+    clip, gt_path = a.clip or a.package / "synthetic.mp4", a.gt or a.package / "synthetic_gt.npz"
     with np.load(gt_path, allow_pickle=False) as z:
         truth = dict(zip((str(n) for n in z["expr_names"]), z["expr"].T))
+        G_truth = np.asarray(z["G"], np.float64)
     rate = video.probe(clip).fps or 25.0
     ours, base = series(a.package, clip, rate), series("mediapipe", clip, rate)
+    ceiling = metrics.gt_channels(evaluate.arkit_series(G_truth, [None] * len(G_truth)))
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -44,17 +49,18 @@ def main() -> None:
     for ax, n in zip(axes, names):
         t = np.arange(len(truth[n]))
         ax.plot(t, truth[n], color="0.2", lw=1.6, label="ground truth")
-        for s, colour, label in ((ours, "tab:red", "package"), (base, "tab:blue", "MediaPipe FaceMesh")):
+        for s, colour, label in ((ceiling, "tab:green", "ARKit code on the truth's meshes"), (ours, "tab:red", "package"),
+                                 (base, "tab:blue", "MediaPipe FaceMesh")):
             if n in s:
                 r = metrics.pearson_r(s[n][:len(t)], truth[n])
                 ax.plot(t, s[n][:len(t)], color=colour, lw=1.0,
                         label=f"{label} (r {'–' if r is None else f'{r:.2f}'})")
         ax.set_ylabel(n, fontsize=8)
         ax.set_ylim(-0.05, 1.05)
-        ax.legend(fontsize=6, loc="upper right", ncol=3)
+        ax.legend(fontsize=6, loc="upper right", ncol=4)
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("frame")
-    fig.suptitle(f"ARKit values vs ground truth: {a.package.name} on {clip.name}", fontsize=9)
+    fig.suptitle(f"ARKit values vs ground truth: {a.package.name} on {clip.parent.name}/{clip.name}", fontsize=9)
     fig.tight_layout()
     a.out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(a.out)
