@@ -155,11 +155,11 @@ def _mean_face() -> np.ndarray:
 def held(previous: Crop, new: Crop, hold: float) -> Crop:
     """The crop moved from `previous` towards `new` by what exceeds a dead band of hold·size in centre (x, y) and
     size, and of `hold` radians in angle (a turn that moves the crop's edge midpoints by hold·size/2)
-    (TrackOptions.roi_hold): the landmarks' own jitter no longer moves it, a moving face moves it smoothly."""
+    (TrackOptions.roi_hold): the model's own jitter no longer moves it, a moving face moves it smoothly."""
     band = hold * previous.size
 
-    def past(a: float, d: float, band: float) -> float:
-        return a + math.copysign(max(abs(d) - band, 0.0), d)
+    def past(a: float, d: float, width: float) -> float:
+        return a + math.copysign(max(abs(d) - width, 0.0), d)
 
     turn = math.remainder(new.angle - previous.angle, math.tau)      # the short way round
     return Crop(past(previous.cx, new.cx - previous.cx, band), past(previous.cy, new.cy - previous.cy, band),
