@@ -248,9 +248,12 @@ class I2ZNet(nn.Module):
     # ------------------------------------------------------------------ streams
     @staticmethod
     def prepare(x: torch.Tensor) -> torch.Tensor:
-        """[B,3,256,256] uint8 or float in [0,1] → float [B,3,192,192] in [0,1]."""
+        """[B,3,S,S] uint8 or float in [0,1] → float [B,3,192,192] in [0,1] (a 192² crop as it is: the exported
+        graph takes one, so ONNX has no resize to run)."""
         if x.dtype == torch.uint8:
             x = x.float() / 255
+        if x.shape[-1] == TEACHER_SIZE and x.shape[-2] == TEACHER_SIZE:
+            return x
         return F.interpolate(x, size=(TEACHER_SIZE, TEACHER_SIZE), mode="bilinear", align_corners=False)
 
     @torch.no_grad()

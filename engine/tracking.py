@@ -30,10 +30,11 @@ REDETECT = ("on_loss", "every_frame")
 # fit does (sample's clip: 3.16 % of the eye distance from the true points either way; one step: 3.19 %) at a third
 # of its cost (it runs on every frame of the live path).
 REFIT_STEPS = 2
-# ρ of the expression refit's prior, crop px² per σ²: how much of the network's own answer it keeps. 10 over 3: on the
+# ρ of the expression refit's prior, px² of a 256² crop per σ²: how much of the network's own answer it keeps. 10 over 3: on the
 # synthetic performers jaw r 0.53 → 0.57 (ICT: 0.69 → 0.76), smile R 0.10 → 0.30 (0.38 → 0.47), unguarded stability
 # 1.594 → 1.539 (1.542 → 1.517); real clips within ±0.02 NME, motion ratio 0.83–0.91 (docs/BENCHMARKS.md).
 REFIT_PRIOR = 10.0
+REFIT_PRIOR_CROP = 256     # the crop size ρ is stated for: a model answering in other crop pixels scales it
 
 
 @dataclass(frozen=True)
@@ -111,11 +112,13 @@ def frame_pose(H_crop: np.ndarray, crop: Crop, crop_size: int) -> np.ndarray:
 
 class ExpressionBasis:
     """A person model's expression subspace (engine.dam.expression_basis): unit directions B [K,468,3] of its
-    decoded geometry and the enrollment's std σ [K] (cm) along each, laid out once for the per-frame refit."""
+    decoded geometry and the enrollment's std σ [K] (cm) along each, laid out once for the per-frame refit of a model
+    answering in `crop_size` pixels."""
 
-    def __init__(self, directions: np.ndarray, std: np.ndarray):
+    def __init__(self, directions: np.ndarray, std: np.ndarray, crop_size: int = REFIT_PRIOR_CROP):
         self.axis_first = np.ascontiguousarray(np.asarray(directions, np.float64).transpose(2, 1, 0))   # [3,468,K]
-        self.prior = math.sqrt(REFIT_PRIOR) / np.asarray(std, np.float64)              # √ρ/σ_k (REFIT_PRIOR)
+        # √ρ/σ_k against residuals in crop pixels (REFIT_PRIOR, stated for a 256² crop)
+        self.prior = math.sqrt(REFIT_PRIOR) * (crop_size / REFIT_PRIOR_CROP) / np.asarray(std, np.float64)
 
 
 def refit(out: CropOutput, basis: ExpressionBasis | None = None) -> CropOutput:

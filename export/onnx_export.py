@@ -14,6 +14,7 @@ import platform
 import warnings
 from pathlib import Path
 
+import cv2
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -33,9 +34,16 @@ INT8_GEMMS = "/e_i/level_heads."   # the Gemms holding ~70 % of tracker.onnx's w
 INT8_MAX_PX = 0.25                 # keep the int8 tracker only while it moves no vertex further than this
 
 
+CROP_SIZE = i2znet.TEACHER_SIZE    # the package's crop: warped straight to the size both streams read
+
+
 class TrackerGraph(nn.Module):
-    """uint8 [1,256,256,3] RGB crop → z [1,128], H [1,6], vertices [1,468,3] (crop px), G [1,468,3] (cm),
-    landmarks [1,468,2] (teacher, crop px), presence [1]."""
+    """uint8 [1,192,192,3] RGB crop → z [1,128], H [1,6], vertices [1,468,3] (crop px), G [1,468,3] (cm),
+    landmarks [1,468,2] (teacher, crop px), presence [1].
+
+    I2ZNet learns on 256² crops resized to 192² inside; the package's loop warps the same region straight to 192²,
+    which spares the graph its resize and the loop a larger warp (docs/BENCHMARKS.md), so its pixel outputs are
+    brought from 256-crop to 192-crop pixels here (pixel-index coordinates: u' = (u + ½)·k − ½)."""
 
     def __init__(self, e_i: i2znet.I2ZNet, dam: dam_module.DAM):
         super().__init__()
@@ -43,8 +51,15 @@ class TrackerGraph(nn.Module):
 
     def forward(self, crop: torch.Tensor):
         out = self.e_i.track(crop.permute(0, 3, 1, 2))
+        k = CROP_SIZE / i2znet.CROP_SIZE
+        H = torch.cat([out.H[:, :1] * k, out.H[:, 1:4], (out.H[:, 4:6] + 0.5) * k - 0.5], 1)
         G = self.dam.decode_geometry(out.z)
-        return out.z, out.H, pose.transform(G, out.H), G, out.landmarks[..., :2], out.presence
+        return out.z, H, pose.transform(G, H), G, (out.landmarks[..., :2] + 0.5) * k - 0.5, out.presence
+
+
+def package_crops(crops: np.ndarray) -> np.ndarray:
+    """Enrollment's 256² crops [N,256,256,3] at the package's crop size (area-averaged, as a warp that size sees)."""
+    return np.stack([cv2.resize(np.asarray(c), (CROP_SIZE, CROP_SIZE), interpolation=cv2.INTER_AREA) for c in crops])
 
 
 class TextureGraph(nn.Module):
@@ -155,8 +170,9 @@ def export_package(run: str | Path, out: str | Path) -> dict:
     colour = load_colour(run.path)
     out.mkdir(parents=True, exist_ok=True)
     tracker, texture = TrackerGraph(e_i, dam).eval(), TextureGraph(dam, colour).eval()
-    crops = np.load(run.enrollment / "crops.npy", mmap_mode="r")
-    sample = torch.from_numpy(np.array(crops[:1]))   # a writable copy of the memory map
+    enrolled = np.load(run.enrollment / "crops.npy", mmap_mode="r")
+    crops = package_crops(enrolled[np.linspace(0, len(enrolled) - 1, min(16, len(enrolled))).astype(int)])
+    sample = torch.from_numpy(crops[:1])
     rewrites = {"tracker.onnx": _export(tracker, (sample,), out / "tracker.onnx", ["crop"],
                                         ["z", "H", "vertices", "G", "landmarks", "presence"])}
     z0, H0 = tracker(sample)[:2]
@@ -179,7 +195,7 @@ def export_package(run: str | Path, out: str | Path) -> dict:
     import onnx
 
     manifest = write_manifest(out, {
-        "input": {"crop_size": i2znet.CROP_SIZE, "dtype": "uint8", "layout": "NHWC", "colour": "RGB"},
+        "input": {"crop_size": CROP_SIZE, "dtype": "uint8", "layout": "NHWC", "colour": "RGB"},
         "texture": {"size": int(dam.config["texture_size"])},
         "colour_correction": {"matrix": colour.matrix.tolist(), "bias": colour.conv.bias.tolist()},
         "versions": {"torch": torch.__version__, "onnx": onnx.__version__, "opset": OPSET,

@@ -8,7 +8,8 @@ Each kind requires its own graphs and may list none of the other's (KIND_FILES, 
 
     PACKAGE/manifest.json   format, kind, input spec, versions, files {name: sha256} (names: plain relative paths
                             inside the package; checked against MANIFEST_SCHEMA / GENERIC_SCHEMA below)
-    PACKAGE/tracker.onnx    uint8 [1,256,256,3] crop → z, H, vertices (crop px), G, landmarks, presence
+    PACKAGE/tracker.onnx    uint8 [1,S,S,3] crop (S: the manifest's crop_size; 192, older packages 256) → z, H,
+                            vertices (crop px), G, landmarks, presence
     PACKAGE/tracker_int8.onnx  the same with E_I's level-head weights in int8, for the CPU provider (optional:
                             export keeps it only while it moves no vertex more than 0.25 px; manifest int8_tracker)
     PACKAGE/texture.onnx    z [1,128], view v [1,3] → colour-corrected texture C(T) uint8 [1,S,S,3]

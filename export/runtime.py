@@ -15,8 +15,8 @@ The backend reports what actually runs (`session.get_providers()`; native and ON
 they are mixed), and `fallback` holds one line saying what was wanted and why it is not in use.
 
 The tracking loop is engine.tracking's, the one every tracker in the project runs: detect with BlazeFace at start
-and after loss; otherwise crop from the previous frame's projected vertices; run the tracker graph on the 256²
-crop (the landmarker on its 192² crop); map results back to the frame.
+and after loss; otherwise crop from the previous frame's head pose; run the tracker graph (or the generic landmarker)
+on the manifest's crop size, 192²; map results back to the frame.
 """
 from __future__ import annotations
 
@@ -219,7 +219,7 @@ class PackageModel(_GraphModel):
                  precision: str = "auto"):
         super().__init__(_package(package, "performer"), backend, threads, precision)
         basis = self.package.basis()
-        self.expression_basis = None if basis is None else ExpressionBasis(*basis)
+        self.expression_basis = None if basis is None else ExpressionBasis(*basis, self.package.crop_size)
 
     def __call__(self, crop_rgb: np.ndarray) -> CropOutput:
         z, H, V, G, landmarks, presence = self._s["tracker"].run(None, {"crop": crop_rgb[None]})

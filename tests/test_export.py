@@ -102,7 +102,7 @@ def test_onnx_matches_torch_on_tracked_crops(built):
     for frame in list(video.frames(built["wild"]))[:12:3]:
         r = rt(frame)
         if r is not None:
-            crops.append(r.crop.apply(frame, 256)[None])
+            crops.append(r.crop.apply(frame, rt.model.crop_size)[None])
     assert crops
     opts = ort.SessionOptions()
     trk = ort.InferenceSession(str(built["pkg"] / "tracker.onnx"), opts, providers=["CPUExecutionProvider"])
@@ -156,7 +156,7 @@ def test_cpu_runs_the_int8_tracker_close_to_fp32(built):
     assert int8.backend.endswith("tracker int8") and fp32.backend == "onnxruntime/CPUExecutionProvider"
     frame = next(iter(video.frames(built["wild"])))
     a, b = int8(frame), fp32(frame)
-    crop = a.crop.apply(frame, 256)[None]      # the same crop through both graphs
+    crop = a.crop.apply(frame, int8.model.crop_size)[None]      # the same crop through both graphs
     (qV,), (V,) = (t.model._s["tracker"].run(["vertices"], {"crop": crop}) for t in (int8, fp32))
     assert 0 < np.abs(qV - V).max() and np.linalg.norm((qV - V)[0, :, :2], axis=-1).max() <= 2 * INT8_MAX_PX
     assert b is not None

@@ -124,7 +124,7 @@ def refused(pkg, match: str) -> str:
 def test_the_sample_opens_and_opens_nothing_outside(pkg):
     with only_inside(pkg):
         p = open_package(pkg)
-    assert p.crop_size == 256 and p.sizes == {"crop_size": 256, "texture_size": 64}
+    assert p.crop_size == 192 and p.sizes == {"crop_size": 192, "texture_size": 64}
     assert p.manifest_sha256 == sha(pkg / MANIFEST)
     tri, uv, holes = p.topology()
     assert tri.dtype == holes.dtype == np.int32 and uv.dtype == np.float32 and uv.shape == (468, 2)
@@ -396,7 +396,7 @@ def test_a_graph_in_the_wrong_place_is_named(signatures, graph, given, match):
 
 def test_graph_sizes_types_and_shapes_are_checked(signatures):
     ins, outs = signatures["tracker"]
-    with pytest.raises(UserError, match=r"^tracker\.onnx: tracker input 'crop' has shape \[1, 256, 256, 3\], "
+    with pytest.raises(UserError, match=r"^tracker\.onnx: tracker input 'crop' has shape \[1, 192, 192, 3\], "
                                         r"expected \[1, 128, 128, 3\]$"):
         check_graph("tracker", ins, outs, sizes={"crop_size": 128, "texture_size": 64})
     with pytest.raises(UserError, match=r"texture output 'texture' has shape .*expected \[1, 256, 256, 3\]"):

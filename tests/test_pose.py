@@ -151,3 +151,24 @@ def test_two_gauss_newton_steps_reach_the_damped_minimum():
     y = pose.project(X, H) + rng.normal(0, 0.5, (468, 2))
     start = H + np.array([0.2, 0.03, -0.05, 0.02, 2.0, 1.5])
     np.testing.assert_allclose(pose.gauss_newton(X, y, start, 2), pose.refine(X, y, start), rtol=1e-4, atol=1e-3)
+
+
+def test_the_refit_answers_the_same_in_any_crop_size():
+    """ρ is stated for a 256² crop: a model answering in 192² crop pixels (the package's crop) gets the prior scaled
+    with its pixels, so the same face and landmarks seen at either size refit to the same expression."""
+    from engine.tracking import CropOutput, ExpressionBasis, refit
+
+    rng = np.random.default_rng(11)
+    G = canonical.load()[0].astype(np.float64)
+    B, std = _basis(rng)
+    H = np.array([10.0, 0.1, -0.3, 0.05, 128.0, 120.0])
+    landmarks = pose.project(G + np.tensordot(std * np.array([1.0, -0.5, 0.8, 0, 0, 0]), B, 1), H)
+    landmarks += rng.normal(0, 0.3, (468, 2))
+    k = 192 / 256
+    to192 = lambda p: (p + 0.5) * k - 0.5                                      # noqa: E731  pixel-index coordinates
+    H192 = np.array([H[0] * k, *H[1:4], *to192(H[4:6])])
+    big = refit(CropOutput(points=landmarks, presence=1.0, G=G, H=H, landmarks=landmarks), ExpressionBasis(B, std))
+    small = refit(CropOutput(points=to192(landmarks), presence=1.0, G=G, H=H192, landmarks=to192(landmarks)),
+                  ExpressionBasis(B, std, crop_size=192))
+    np.testing.assert_allclose(small.G, big.G, atol=1e-6)
+    np.testing.assert_allclose(small.points, to192(big.points), atol=1e-6)

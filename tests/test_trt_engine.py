@@ -213,8 +213,9 @@ def crop(frames):
     from engine.detection import crop_from_landmarks
     from export.runtime import Tracker
 
-    result = Tracker(SAMPLE_PACKAGE, "cpu")(frames[0])
-    return crop_from_landmarks(result.points).apply(frames[0], 256)[None]
+    tracker = Tracker(SAMPLE_PACKAGE, "cpu")
+    result = tracker(frames[0])
+    return crop_from_landmarks(result.points).apply(frames[0], tracker.model.crop_size)[None]
 
 
 def test_prepared_tracker_takes_uint8_and_matches_onnx_runtime(crop):
