@@ -10,10 +10,9 @@ names. Two sources:
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
-
-from pathlib import Path
 
 from engine import canonical, pose
 from engine.errors import UserError
@@ -136,11 +135,13 @@ def ict_basis(path: str) -> np.ndarray:
     X = canonical.load()[0].astype(np.float64)
     ours51 = np.stack([X[p].mean(0) for p in IBUG51])
     s, R, t = pose.procrustes(face[list(ICT_IBUG51)], ours51)
+
+    def squared_distances() -> np.ndarray:            # [468, face vertices] under the current (s, R, t)
+        return ((X[:, None] - (s * face @ R.T + t)[None]) ** 2).sum(-1)
+
     for _ in range(ICT_FIT_ROUNDS):
-        moved = s * face @ R.T + t
-        nearest = np.argmin(((X[:, None] - moved[None]) ** 2).sum(-1), 1)
-        s, R, t = pose.procrustes(face[nearest], X)
-    d2 = ((X[:, None] - (s * face @ R.T + t)[None]) ** 2).sum(-1)
+        s, R, t = pose.procrustes(face[np.argmin(squared_distances(), 1)], X)
+    d2 = squared_distances()
     k = np.argsort(d2, 1)[:, :ICT_NEIGHBOURS]
     w = 1.0 / (np.sqrt(np.take_along_axis(d2, k, 1)) + 1e-3)
     w /= w.sum(1, keepdims=True)

@@ -1,6 +1,7 @@
 """I2ZNet, the paper's E_I: a 256² face crop → the DAM latent z ∈ R^128 and head pose H ∈ R^6 (§3.1, supp. A).
 
-Two streams, both fed the crop resized to 192² (bilinear, no antialias, so it exports to ONNX):
+Two streams, both fed the crop resized to 192² (bilinear, no antialias, so it exports to ONNX; a crop already 192²,
+as the exported package's loop warps it, is read as it is):
   teacher  the frozen MediaPipe landmarker (engine.teacher.FaceLandmarker) — its NCHW features at 48², 24², 12², 6²
            plus landmark heatmaps: the 468 predicted points splatted as Gaussians (σ = 1 cell of 48²) and summed into a
            few region channels (eyes, brows, nose, lips, contour), max-pooled down to each level. This plays the

@@ -117,8 +117,8 @@ def _axes(angles: np.ndarray) -> tuple[list[np.ndarray], list[np.ndarray]]:
     return R, D
 
 
-def _residual_and_jacobian(X: np.ndarray, y: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """r [2V] and J [2V,6] of f·Π·R·X + t − y, the x rows first, then the y rows."""
+def _residual_and_jacobian(X: np.ndarray, y: np.ndarray, h: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """r [2V] and J [2V,6] of f·Π·R·X + t − y, the x rows first, then the y rows, and Π·R [2,3]."""
     (Rx, Ry, Rz), (dRx, dRy, dRz) = _axes(h[1:4])
     rows = np.concatenate([M[:2] for M in (Rz @ Ry @ Rx, Rz @ Ry @ dRx, Rz @ dRy @ Rx, dRz @ Ry @ Rx)])
     P = X @ rows.T                                  # [V,8]: (x, y) of Π·R·X, then of Π·(∂R/∂angle)·X per angle
@@ -128,14 +128,14 @@ def _residual_and_jacobian(X: np.ndarray, y: np.ndarray, h: np.ndarray) -> tuple
     J[:V, 1:4], J[V:, 1:4] = h[0] * P[:, 2::2], h[0] * P[:, 3::2]
     J[:V, 4] = J[V:, 5] = 1.0
     r = np.concatenate([h[0] * P[:, 0] + h[4] - y[:, 0], h[0] * P[:, 1] + h[5] - y[:, 1]])
-    return r, J
+    return r, J, rows[:2]
 
 
 def gauss_newton(X, y, h, steps: int) -> np.ndarray:
     """Numpy: `steps` undamped Gauss-Newton steps on ‖f·Π·R·X + t − y‖² from an h already near the minimum."""
     X, y, h = np.asarray(X, np.float64), np.asarray(y, np.float64), np.asarray(h, np.float64)
     for _ in range(steps):
-        r, J = _residual_and_jacobian(X, y, h)
+        r, J, _ = _residual_and_jacobian(X, y, h)
         h = h + np.linalg.solve(J.T @ J, -(J.T @ r))
     return h
 
@@ -155,9 +155,8 @@ def gauss_newton_expression(G, y, h, basis_t, prior, steps: int) -> tuple[np.nda
     prior2 = np.asarray(prior, np.float64) ** 2
     c = np.zeros(K)
     for _ in range(steps):
-        r, Jh = _residual_and_jacobian(G + (basis_t @ c).T, y, h)
-        (Rx, Ry, Rz), _ = _axes(h[1:4])
-        Jc = (h[0] * ((Rz @ Ry @ Rx)[:2] @ by_axis)).reshape(2 * V, K)          # x rows, then y rows, as r
+        r, Jh, PR = _residual_and_jacobian(G + (basis_t @ c).T, y, h)
+        Jc = (h[0] * (PR @ by_axis)).reshape(2 * V, K)          # x rows, then y rows, as r
         J = np.concatenate([Jh, Jc], 1)
         A, g = J.T @ J, J.T @ r
         A[6:, 6:] += np.diag(prior2)
@@ -172,14 +171,14 @@ def refine(X, y, h0) -> np.ndarray:
     y [V,2], starting from h0 (the minimum near it)."""
     X, y = np.asarray(X, np.float64), np.asarray(y, np.float64)
     h, lam = np.asarray(h0, np.float64).copy(), 1e-6
-    r, J = _residual_and_jacobian(X, y, h)
+    r, J, _ = _residual_and_jacobian(X, y, h)
     cost = r @ r
     for _ in range(REFINE_STEPS):
         A, g = J.T @ J, J.T @ r
         step = np.linalg.solve(A + lam * np.diag(np.diag(A)), -g)
         if np.linalg.norm(step) <= REFINE_TOL * (REFINE_TOL + np.linalg.norm(h)):
             return h + step                                    # converged: the step need not be evaluated
-        r_new, J_new = _residual_and_jacobian(X, y, h + step)
+        r_new, J_new, _ = _residual_and_jacobian(X, y, h + step)
         new = r_new @ r_new
         if new <= cost:                                        # accept: trust the quadratic model more
             done = cost - new <= REFINE_TOL * cost
