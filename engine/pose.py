@@ -154,8 +154,8 @@ def gauss_newton_expression(G, y, h, basis_t, prior, steps: int) -> tuple[np.nda
     by_axis = basis_t.reshape(3, V * K)
     prior2 = np.asarray(prior, np.float64) ** 2
     c = np.zeros(K)
-    for _ in range(steps):
-        r, Jh, PR = _residual_and_jacobian(G + (basis_t @ c).T, y, h)
+    for step in range(steps):
+        r, Jh, PR = _residual_and_jacobian(G + (basis_t @ c).T if step else G, y, h)     # c = 0 at first
         Jc = (h[0] * (PR @ by_axis)).reshape(2 * V, K)          # x rows, then y rows, as r
         J = np.concatenate([Jh, Jc], 1)
         A, g = J.T @ J, J.T @ r

@@ -31,6 +31,15 @@ def seen(frame: np.ndarray, crop: Crop) -> np.ndarray:
     return crop.apply(frame, SIZE)
 
 
+def step(flow: LandmarkFlow, frame: np.ndarray, crop: Crop, landmarks: np.ndarray, keep: bool = True) -> np.ndarray:
+    """One frame of the loop's use: follow the crop, fuse the landmarks, keep the answer."""
+    flow.follow(seen(frame, crop), crop)
+    fused = flow.fuse(landmarks)
+    if keep:
+        flow.keep()
+    return fused
+
+
 def test_flow_averages_the_teachers_noise_away_without_lagging_a_moving_face():
     """A textured face drifting 0.8 px a frame; the teacher reads each point with 0.4 px of independent noise. The
     fused points are nearer the truth than the teacher's (the noise variance falls towards 1/(1 + 2w)) and carry no
@@ -46,8 +55,7 @@ def test_flow_averages_the_teachers_noise_away_without_lagging_a_moving_face():
                                flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         truth = truth0 + shift
         teacher = truth + rng.normal(0, 0.4, truth.shape)
-        fused = flow.fuse(seen(frame, crop), crop, teacher)
-        flow.keep()
+        fused = step(flow, frame, crop, teacher)
         if t >= 5:
             raw_err.append(teacher - truth), fused_err.append(fused - truth)
     raw, fused = np.array(raw_err), np.array(fused_err)
@@ -61,21 +69,18 @@ def test_a_point_the_flow_disagrees_with_is_the_teachers_and_weight_zero_is_the_
     frame, crop = texture(2), Crop(200.0, 200.0, SIZE)
     truth = face_points()
     flow = LandmarkFlow(1.0, SIZE)
-    assert flow.fuse(seen(frame, crop), crop, truth) is not None and np.array_equal(
-        flow.fuse(seen(frame, crop), crop, truth), truth)         # nothing kept yet: the teacher's own points
-    flow.keep()
+    assert np.array_equal(step(flow, frame, crop, truth), truth)    # nothing kept yet: the teacher's own points
     jumped = truth.copy()
     jumped[100] += [6.0, 0.0]                                       # the teacher saw this point move; the pixels did not
     jumped[200] += [0.5, 0.0]                                       # within the gate: averaged with the flow
-    fused = flow.fuse(seen(frame, crop), crop, jumped)
+    fused = step(flow, frame, crop, jumped, keep=False)
     assert np.allclose(fused[100], jumped[100])
     assert fused[200][0] == pytest.approx(truth[200][0] + 0.25, abs=0.05)
     flow.reset()
-    assert np.array_equal(flow.fuse(seen(frame, crop), crop, jumped), jumped)
+    assert np.array_equal(step(flow, frame, crop, jumped), jumped)
     off = LandmarkFlow(0.0, SIZE)
-    off.fuse(seen(frame, crop), crop, truth)
-    off.keep()
-    assert np.array_equal(off.fuse(seen(frame, crop), crop, jumped), jumped)
+    step(off, frame, crop, truth)
+    assert np.array_equal(step(off, frame, crop, jumped), jumped)
 
 
 def test_a_moved_crop_sees_the_previous_frame_through_the_new_one():
@@ -85,11 +90,10 @@ def test_a_moved_crop_sees_the_previous_frame_through_the_new_one():
     a, b = Crop(200.0, 200.0, SIZE), Crop(204.0, 198.0, SIZE, 0.02)
     in_frame = a.to_frame(face_points(), SIZE)
     flow = LandmarkFlow(1.0, SIZE)
-    flow.fuse(seen(frame, a), a, a.to_crop(in_frame, SIZE))
-    flow.keep()
+    step(flow, frame, a, a.to_crop(in_frame, SIZE))
     clean = b.to_crop(in_frame, SIZE)
-    fused = flow.fuse(seen(frame, b), b, clean)
-    assert np.abs(fused - clean).max() < 0.15
+    fused = step(flow, frame, b, clean)
+    assert np.abs(fused - clean).mean() < 0.05 and np.abs(fused - clean).max() < 0.3
 
 
 def test_options_reject_a_negative_flow_weight():
