@@ -30,7 +30,8 @@ FLOW_STRIDE = 6            # measure every 6th of the 468 landmarks
 FLOW_NEIGHBOURS = 4        # the others take the 1/distance-weighted flow of this many measured ones
 FLOW_SCALE = 0.5           # LK runs on the crop at half size (its cost is mostly per pixel, then per point)
 FLOW_WINDOW = 7            # LK window, px of that half-size image of a 192² crop (scaled with the crop)
-FLOW_LEVELS = 0            # no pyramid: ~2 px a frame at half size, ~5 px of a 192² crop
+FLOW_LEVELS = 0            # no pyramid: LK follows ~half its window a frame (~7 px of a 192² crop); past the gate
+                           # the teacher's point is taken
 FLOW_CRITERIA = (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 10, 0.03)
 FLOW_GATE = 1.5 / 192      # disagreement (share of the crop) above which the teacher's point is taken as it is
 FLOW_CROP = 192

@@ -27,8 +27,8 @@ from engine.detection import Crop, Detection, crop_from_detection, crop_from_lan
 from engine.flow import LandmarkFlow
 
 REDETECT = ("on_loss", "every_frame")
-# refit's Gauss-Newton steps from the network's H, which starts near the minimum: two score as the converged damped
-# fit does (sample's clip: 3.16 % of the eye distance from the true points either way; one step: 3.19 %) at a third
+# refit's Gauss-Newton steps for H alone (a package without an expression basis), from the network's H, which starts
+# near the minimum: two score as the converged damped fit does (sample's clip: 3.16 % of the eye distance from the true points either way; one step: 3.19 %) at a third
 # of its cost (it runs on every frame of the live path).
 REFIT_STEPS = 2
 # With an expression basis, one joint Gauss-Newton step (pose and expression) from the network's answer: on the
@@ -55,14 +55,15 @@ class TrackOptions:
     eyes: bool = True
     # A dead band, as a share of the crop's size, on how the crop follows the head (centre, size and angle, `held`):
     # the crop then stops chasing the model's own jitter, which it fed back into it, and still follows a moving face
-    # smoothly. 0: a new crop every frame, as MediaPipe's FaceMesh makes. Each frame's answer is still the model's on
-    # that frame's pixels (no output smoothing). 2 % lagged a head that never stops enough to blur the jaw (ICT
+    # smoothly. 0: a new crop every frame, as MediaPipe's FaceMesh makes. The crop only frames the pixels; it does
+    # not smooth the answer. 2 % lagged a head that never stops enough to blur the jaw (ICT
     # synthetic performer: the teacher's jaw r 0.72 → 0.16); 1 % keeps it and most of the stability.
     roi_hold: float = 0.01
-    # w of engine.flow: how much the landmarks a refitting model is fitted to lean on where optical flow says the
-    # previous frame's went (0: the teacher's alone). 2: unguarded stability 0.92 → 0.83 × MediaPipe's on Obama's
-    # held-out clip, 0.88 → 0.69 on the synthetic performer, with NME lower and motion and expression r unchanged
-    # (docs/BENCHMARKS.md). Each frame's answer is still the fit to that frame's pixels: no filter on the output.
+    # w of engine.flow: how much the landmarks a refitting model (a performer package) is fitted to lean on where
+    # this frame's optical flow carries the previous frame's (0: the teacher's alone). A motion enters through the
+    # flow on the frame it happens, so nothing lags: 1 takes unguarded stability from 0.92 to 0.84 × MediaPipe's on
+    # Obama's held-out clip and from 0.88 to 0.72 on the synthetic performer, with NME a little lower and motion and
+    # expression r as they were (docs/BENCHMARKS.md, session 5); 2 is no steadier and reads the ICT jaw worse.
     flow: float = 1.0
 
     def __post_init__(self):
