@@ -28,8 +28,8 @@ from engine.flow import LandmarkFlow
 
 REDETECT = ("on_loss", "every_frame")
 # refit's Gauss-Newton steps for H alone (a package without an expression basis), from the network's H, which starts
-# near the minimum: two score as the converged damped fit does (sample's clip: 3.16 % of the eye distance from the true points either way; one step: 3.19 %) at a third
-# of its cost (it runs on every frame of the live path).
+# near the minimum: two score as the converged damped fit does (sample's clip: 3.16 % of the eye distance from the
+# true points either way; one step: 3.19 %) at a third of its cost (it runs on every frame of the live path).
 REFIT_STEPS = 2
 # With an expression basis, one joint Gauss-Newton step (pose and expression) from the network's answer: on the
 # flow-fused landmarks as good as a pose step before it (Obama's held-out clip: NME 2.789 vs 2.790 %, unguarded
