@@ -34,6 +34,11 @@ def test_numpy_and_torch_agree():
     out = pose.project(torch.tensor(G, dtype=torch.float64), torch.tensor(H))
     np.testing.assert_allclose(out.numpy(), ref, atol=1e-9)
     assert ref.shape == (4, 468, 2)
+    for i in range(4):                          # one numpy pose takes a fast path: the same answer, the same dtype
+        np.testing.assert_allclose(pose.project(G.astype(np.float64), H[i]), ref[i], atol=1e-9)
+        np.testing.assert_allclose(pose.rotation_matrix(H[i, 1:4]), pose.rotation_matrix(H[i:i + 1, 1:4])[0], atol=1e-12)
+    one = H[0].astype(np.float32)
+    assert pose.rotation_matrix(one[1:4]).dtype == np.float32 and pose.transform(G, one).dtype == np.float32
 
 
 def test_procrustes_recovers_pose_and_shape():
