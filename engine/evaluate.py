@@ -34,7 +34,7 @@ from engine import metrics, options, topology, video
 from engine.baselines import BASELINES, open_baseline
 from engine.errors import UserError
 from engine.run import Run
-from engine.tracking import FaceLoop
+from engine.tracking import FaceLoop, TrackOptions
 from export.expressions import ExpressionEstimator
 from export.package import MANIFEST, resolve, sha256
 
@@ -46,13 +46,14 @@ SMOOTHING = {"filter": "one_euro", "min_cutoff_hz": 1.0, "beta": 1.0, "d_cutoff_
 
 # ------------------------------------------------------------------------------------------------ trackers
 def tracker_for(model: str | Path, backend: str = "auto", threads: int | None = None,
-                fps: float = 30.0, iris: bool = False) -> tuple[FaceLoop, dict]:
+                fps: float = 30.0, iris: bool = False, track_options: TrackOptions | None = None) -> tuple[FaceLoop, dict]:
     """The tracking loop for a MODEL argument → (loop, what was scored: tracker kind, model, package SHA-256).
 
     MODEL: a performer package (manifest.json: run through export.runtime on `backend`, what a performer runs),
     a run folder with a trained I2ZNet (torch, for development), or a name: `teacher` (our port, in our loop),
     `mediapipe`, `facelandmarker`. Anything else is a UserError: never a silent substitute. `iris`: a MediaPipe
-    baseline also reads the irises (engine.baselines.iris_eyes).
+    baseline also reads the irises (engine.baselines.iris_eyes). `track_options`: the loop's TrackOptions for a
+    package or a run folder (default: TrackOptions()).
     """
     name = str(model)
     if name in NAMES:
@@ -68,14 +69,14 @@ def tracker_for(model: str | Path, backend: str = "auto", threads: int | None = 
     if (path / MANIFEST).is_file():
         from export.runtime import Tracker
 
-        loop = Tracker(path, backend, threads)       # verifies the manifest and every hash first
+        loop = Tracker(path, backend, threads, options=track_options)   # verifies the manifest and every hash first
         return loop, {"tracker": "package", "model": str(path), "package_sha256": sha256(path / MANIFEST)}
     if Run(path).has_tracker():
         if backend not in ("auto", "torch"):
             raise UserError(f"{path}: a run folder runs in torch; --backend {backend} is for performer packages")
         from engine.i2znet import RunModel
 
-        return FaceLoop(RunModel(path)), {"tracker": "run", "model": str(path), "package_sha256": None}
+        return FaceLoop(RunModel(path), track_options), {"tracker": "run", "model": str(path), "package_sha256": None}
     raise UserError(f"{path}: neither a performer package ({MANIFEST}) nor a run folder with a trained I2ZNet "
                     "(i2z/model.safetensors and dam/)")
 
@@ -149,21 +150,24 @@ def _torch_threads(n: int | None):
 
 def evaluate(model, video_path, gt=None, baseline=None, smooth: bool = False, max_frames: int | None = None,
              reference=None, threads: int | None = None, start: float = 0.0, stop: float = 1.0,
-             backend: str = "auto") -> dict:
+             backend: str = "auto", flow: float | None = None) -> dict:
     """Score MODEL (see `tracker_for`, or a (FaceLoop, scored) pair) on a video; `baseline`: a name or such a pair.
 
     Returns the OUT dict: our scores at the top level, `baseline` (same keys, or None), run metadata.
     `reference` is the NME reference (default engine.reference.DlibReference()); `threads`: CPU threads of the
-    run (torch's, and ONNX Runtime's for a package; None: leave as is); `backend`: a package's runtime backend.
+    run (torch's, and ONNX Runtime's for a package; None: leave as is); `backend`: a package's runtime backend;
+    `flow`: TrackOptions.flow for a package or run folder (None: the default).
     """
     with _torch_threads(threads):
-        out = _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference, start, stop, backend, threads)
+        out = _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference, start, stop, backend, threads,
+                        None if flow is None else TrackOptions(flow=flow))
         torch = sys.modules.get("torch")      # only there if a torch tracker ran
         out["torch_threads"] = torch.get_num_threads() if torch else None
     return out
 
 
-def _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference, start, stop, backend, threads) -> dict:
+def _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference, start, stop, backend, threads,
+              track_options) -> dict:
     info = video.probe(video_path)                # missing/corrupt video → UserError before any model loads
     truth = _load_gt(gt) if gt is not None else None
     if max_frames is not None and max_frames < 3:
@@ -171,7 +175,8 @@ def _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference, st
     if not 0.0 <= start < stop <= 1.0:
         raise UserError(f"need 0 ≤ --start < --stop ≤ 1 (got {start}, {stop})")
     rate = info.fps or 25.0
-    ours = Track.start(*(tracker_for(model, backend, threads, rate) if isinstance(model, (str, Path)) else model))
+    ours = Track.start(*(tracker_for(model, backend, threads, rate, track_options=track_options)
+                         if isinstance(model, (str, Path)) else model))
     base = iris_peer = None
     if baseline is not None:
         base = Track.start(*(tracker_for(baseline, fps=rate) if isinstance(baseline, str) else baseline))
@@ -306,6 +311,7 @@ def score(track: Track, dlib: np.ndarray, gt: dict | None, smooth: bool, rate: f
         **track.scored,
         "backend": track.loop.backend,
         "fallback": getattr(track.loop, "fallback", None),
+        "flow": getattr(track.loop, "flow_weight", None),     # TrackOptions.flow where the loop fuses flow
         "frames": len(G),
         "frames_lost": int((~found).sum()),
         "motion_mm": metrics.motion_mm(G),
@@ -511,7 +517,7 @@ def _fmt(r: dict) -> str:
 def _run(args) -> None:
     result = evaluate(args.model, args.video, gt=args.gt, baseline=args.baseline, smooth=args.smooth,
                       max_frames=args.max_frames, threads=args.threads, start=args.start, stop=args.stop,
-                      backend=args.backend)
+                      backend=args.backend, flow=args.flow)
     if result["frames_lost"] == result["frames"]:    # nothing to score: exit 2 (README), keep any earlier OUT
         raise UserError(f"{result['video']}: {result['model']} found no face in any of {result['frames']} frames")
     out, png = write(result, args.json)
@@ -533,6 +539,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("--baseline", choices=NAMES, help="also score this tracker on the same frames")
     p.add_argument("--backend", choices=BACKENDS, default="auto", help="a package's runtime backend (as in track)")
     p.add_argument("--smooth", action="store_true", help="One Euro filter on both trackers (off for research)")
+    p.add_argument("--flow", type=options.nonnegative(100.0), default=None,
+                   help="a package's optical-flow weight w (engine.flow; default 1, 0: the teacher's landmarks alone)")
     p.add_argument("--max-frames", type=options.count(3), default=None)
     p.add_argument("--start", type=options.fraction, default=0.0, help="first fraction of the video to score (0..1)")
     p.add_argument("--stop", type=options.fraction, default=1.0, help="last fraction of the video to score (0..1)")

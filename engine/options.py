@@ -85,6 +85,17 @@ def positive(hi: float = 1e6):
     return check
 
 
+def nonnegative(hi: float = 1e6):
+    """A finite number in [0, hi]."""
+    def check(text: str) -> float:
+        value = _number(text, float)
+        if not 0.0 <= value <= hi:
+            raise argparse.ArgumentTypeError(f"{value} is outside [0, {hi:g}]")
+        return value
+    check.__name__ = "number"
+    return check
+
+
 def port(text: str) -> int:
     value = _number(text, int)
     if not 1 <= value <= 65535:

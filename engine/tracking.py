@@ -203,6 +203,11 @@ class FaceLoop:
     def backend(self) -> str:
         return self.model.backend
 
+    @property
+    def flow_weight(self) -> float | None:
+        """w of the landmarks' flow fusion (engine.flow), or None for a model the loop does not refit."""
+        return None if self._flow is None else self._flow.weight
+
     def reset(self) -> None:
         """Forget the face (a new clip, or a seek): the next frame starts with a detection."""
         self._crop = None

@@ -64,6 +64,7 @@ def test_synth_rejects_no_frames(tmp_path, frames):
     (("bench", "export/sample_package", "--json", "OUT", "--rounds", "0"), "--rounds", "outside 1.."),
     (("eval", "teacher", "x.mp4", "--json", "OUT", "--start", "nan"), "--start", "not a finite number"),
     (("eval", "teacher", "x.mp4", "--json", "OUT", "--stop", "1.5"), "--stop", "not a fraction"),
+    (("eval", "teacher", "x.mp4", "--json", "OUT", "--flow", "-1"), "--flow", "outside [0, 100]"),
     (("synth", "--out", "OUT", "--width", "100000", "--height", "100000"), "--width", "outside 64..7680"),
     (("enroll", "x.mp4", "--out", "OUT", "--texture-size", "0"), "--texture-size", "outside 16..2048"),
     (("track", "export/sample_package", "synthetic", "--out", "OUT", "--texture-hz", "0"), "--texture-hz", "outside"),

@@ -123,6 +123,9 @@ def test_eval_scores_the_shipped_package(clip, tmp_path):
     base = r["baseline"]
     assert base["tracker"] == "baseline" and base["model"] == "teacher"
     assert r["nme"] != base["nme"] and r["motion_mm"] != base["motion_mm"]    # two different trackers ran
+    assert r["flow"] == 1.0 and base["flow"] is None          # the package's loop fuses flow; the teacher has no refit
+    off = evaluate.evaluate(SAMPLE_PACKAGE, clip / "video.mp4", max_frames=12, backend="cpu", flow=0.0)
+    assert off["flow"] == 0.0 and off["stability_unguarded"] != r["stability_unguarded"]     # --flow 0: without it
 
 
 def test_bad_input(tmp_path, clip):
