@@ -31,6 +31,7 @@ class Pipeline:
             self._old.append(self.capture)
         self.stop_recording()  # a session holds one source's frames (one frame size)
         self.slot.clear()
+        self.track.restart()   # the new source's face is found afresh
         self.capture = CaptureWorker(source, self.slot, taps=self._taps).start() if source is not None else None
 
     def add_tap(self, fn) -> None:

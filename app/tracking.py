@@ -38,6 +38,7 @@ class TrackWorker(Worker):
         self._smoother = PoseSmoother()
         self._tracker = tracker
         self._swapped = False          # set by set_tracker: the track thread restarts the smoother
+        self._restart = False          # set by restart: the track thread makes the tracker forget the face
         self._calibrate = False
         self.last: Tracked | None = None
 
@@ -48,6 +49,11 @@ class TrackWorker(Worker):
         could wait on it for minutes on a busy CPU (seen after "Make my model" switched packages)."""
         self._tracker = tracker
         self._swapped = True
+
+    def restart(self) -> None:
+        """A new source: the next frame starts with a detection, not from the old source's crop and the flow of its
+        last frame (the track thread resets the tracker, as it owns it mid-frame)."""
+        self._restart = True
 
     @property
     def tracker(self):
@@ -120,6 +126,11 @@ class TrackWorker(Worker):
         if self._swapped:
             self._swapped = False
             self._smoother.reset()
+        if self._restart:
+            self._restart = False
+            self._smoother.reset()
+            if hasattr(tracker, "reset"):
+                tracker.reset()
         if frame.replayed:
             result = frame.recorded
         elif tracker is not None:

@@ -263,6 +263,23 @@ def test_smoothing_params_reach_the_track_step():
     assert _worker_settle(0.3) > 2 * _worker_settle(3.0)
 
 
+def test_a_new_source_makes_the_tracker_forget_the_face():
+    """Pipeline.set_source → TrackWorker.restart: the track thread resets the tracker (its crop and flow) before the
+    next frame, once."""
+    tracker = StepTracker()
+    tracker.resets = 0
+    tracker.reset = lambda: setattr(tracker, "resets", tracker.resets + 1)
+    step = TrackWorker(LatestSlot(), tracker)
+    step.estimator = _NullEstimator()
+    image = np.zeros((8, 8, 3), np.uint8)
+    step.process(Frame(image, 0.0, 0))
+    assert tracker.resets == 0
+    step.restart()
+    step.process(Frame(image, 1 / 30, 1))
+    step.process(Frame(image, 2 / 30, 2))
+    assert tracker.resets == 1 and tracker.calls == 3
+
+
 def test_a_new_sender_starts_from_the_calibrated_head():
     calls = []
     sender = SimpleNamespace(calibrate=lambda H: calls.append(list(H)))
