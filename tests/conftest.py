@@ -3,6 +3,8 @@ from pathlib import Path
 
 import pytest
 
+import engine  # noqa: F401  (before any test module loads numpy: engine sets OpenBLAS to one thread, as the app runs)
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("FACETRACK_SHARED", ROOT.parent / "shared")) / "data"
 

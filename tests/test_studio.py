@@ -219,8 +219,9 @@ def test_recording_box_unticks_when_the_recorder_dies(window, qtbot, clip, tmp_p
     qtbot.waitUntil(lambda: "No space left" in w.message_label.text() or "saved" in w.message_label.text()
                     or "closed" in w.message_label.text(), timeout=5000)
     (folder,) = tmp_path.iterdir()
-    session = load_session(folder)
-    assert session.manifest["closed"] and len(session) == 5
+    # The worker says why it stopped, then closes the session: wait for the closed manifest, not for the message.
+    qtbot.waitUntil(lambda: load_session(folder).manifest["closed"], timeout=5000)
+    assert len(load_session(folder)) == 5
 
 
 def test_recording_into_an_unwritable_folder_is_a_message(window, qtbot, clip, tmp_path):
