@@ -37,8 +37,7 @@ class TrackWorker(Worker):
         self.estimator = ExpressionEstimator()
         self._smoother = PoseSmoother()
         self._tracker = tracker
-        self._swapped = False          # set by set_tracker: the track thread restarts the smoother
-        self._restart = False          # set by restart: the track thread makes the tracker forget the face
+        self._fresh = False            # set by set_tracker and restart: the next frame starts afresh (track thread)
         self._calibrate = False
         self.last: Tracked | None = None
 
@@ -48,12 +47,12 @@ class TrackWorker(Worker):
         track thread would take it again right after each frame, and Python's locks are not fair, so the UI thread
         could wait on it for minutes on a busy CPU (seen after "Make my model" switched packages)."""
         self._tracker = tracker
-        self._swapped = True
+        self._fresh = True
 
     def restart(self) -> None:
         """A new source: the next frame starts with a detection, not from the old source's crop and the flow of its
         last frame (the track thread resets the tracker, as it owns it mid-frame)."""
-        self._restart = True
+        self._fresh = True
 
     @property
     def tracker(self):
@@ -123,11 +122,8 @@ class TrackWorker(Worker):
         t0 = self._clock()
         item = Tracked(frame=frame, dropped=self.slot.dropped)
         tracker = self._tracker                     # one read: a swap mid-frame takes effect on the next one
-        if self._swapped:
-            self._swapped = False
-            self._smoother.reset()
-        if self._restart:
-            self._restart = False
+        if self._fresh:                             # a new tracker or source: no smoothing, crop or flow carried over
+            self._fresh = False
             self._smoother.reset()
             if hasattr(tracker, "reset"):
                 tracker.reset()

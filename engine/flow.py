@@ -103,15 +103,15 @@ class LandmarkFlow:
     def _predicted(self, gray: np.ndarray, crop: Crop) -> np.ndarray:
         before, crop_before, last = self._previous
         measured, W, spread = _spread()
-        k = self._scale                              # crop px → LK image px: (u + 0.5)·k − 0.5
-        start = ((last[measured] + 0.5) * k - 0.5).astype(np.float32)
-        guess = start
+        k = self._scale
+        lk = lambda points: ((points[measured] + 0.5) * k - 0.5).astype(np.float32)    # crop px → LK image px
+        start = guess = lk(last)
         # The crop moved (the dead band let go): LK starts each point where the previous frame's was, seen through
         # this crop, so no image is warped (the move is a few pixels and under a degree: the window does not mind).
         if crop_before != crop:
             M = crop_to_crop(crop_before, crop, self.size)
             last = last @ M[:, :2].T + M[:, 2]
-            guess = ((last[measured] + 0.5) * k - 0.5).astype(np.float32)
+            guess = lk(last)
         moved, found, _ = cv2.calcOpticalFlowPyrLK(before, gray, start, guess.copy(), winSize=self._window,
                                                    maxLevel=FLOW_LEVELS, criteria=FLOW_CRITERIA,
                                                    flags=cv2.OPTFLOW_USE_INITIAL_FLOW)

@@ -27,20 +27,19 @@ def _T(a):
 def rotation_matrix(angles):
     """[..., 3] Euler angles (rx, ry, rz) → [..., 3, 3] rotation matrices, R = Rz · Ry · Rx."""
     xp = _xp(angles)
-    if xp is np and np.ndim(angles) == 1:       # one pose (the live path, every frame): from Python floats, ~8× faster
+    one = xp is np and np.ndim(angles) == 1     # one pose (the live path, every frame): from Python floats, ~8× faster
+    if one:
         angles = np.asarray(angles)
         (cx, sx), (cy, sy), (cz, sz) = ((math.cos(a), math.sin(a)) for a in angles.tolist())
-        return np.array([[cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx],
-                         [sz * cy, sz * sy * sx + cz * cx, sz * sy * cx - cz * sx],
-                         [-sy, cy * sx, cy * cx]], angles.dtype if angles.dtype.kind == "f" else np.float64)
-    cx, cy, cz = (xp.cos(angles[..., i]) for i in range(3))
-    sx, sy, sz = (xp.sin(angles[..., i]) for i in range(3))
-    rows = [
-        xp.stack([cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx], axis=-1),
-        xp.stack([sz * cy, sz * sy * sx + cz * cx, sz * sy * cx - cz * sx], axis=-1),
-        xp.stack([-sy, cy * sx, cy * cx], axis=-1),
-    ]
-    return xp.stack(rows, axis=-2)
+    else:
+        cx, cy, cz = (xp.cos(angles[..., i]) for i in range(3))
+        sx, sy, sz = (xp.sin(angles[..., i]) for i in range(3))
+    rows = [[cz * cy, cz * sy * sx - sz * cx, cz * sy * cx + sz * sx],
+            [sz * cy, sz * sy * sx + cz * cx, sz * sy * cx - cz * sx],
+            [-sy, cy * sx, cy * cx]]
+    if one:
+        return np.array(rows, angles.dtype if angles.dtype.kind == "f" else np.float64)
+    return xp.stack([xp.stack(row, axis=-1) for row in rows], axis=-2)
 
 
 def euler_angles(R):
