@@ -22,6 +22,11 @@ from engine.pose import project
 from export.expressions import ExpressionEstimator, tune
 
 
+def _ranges(tracker) -> dict | None:
+    """A performer package's own expression range (export.ranges); None (the average face's) for any other."""
+    return getattr(getattr(tracker, "package", None), "expression_ranges", None)
+
+
 class TrackWorker(Worker):
     def __init__(self, slot: LatestSlot, tracker=None, clock=time.monotonic):
         super().__init__("track")
@@ -34,7 +39,7 @@ class TrackWorker(Worker):
         self.tuning: tuple[dict, dict] = ({}, {})   # per-shape (gains, dead zones); replaced whole, never edited
         self.recorder = None          # app.outputs.RecordWorker while recording
         self.texture = None           # app.outputs.TextureWorker when a package can decode textures
-        self.estimator = ExpressionEstimator()
+        self.estimator = ExpressionEstimator(ranges=_ranges(tracker))
         self._smoother = PoseSmoother()
         self._tracker = tracker
         self._fresh = False            # set by set_tracker and restart: the next frame starts afresh (track thread)
@@ -125,6 +130,7 @@ class TrackWorker(Worker):
         if self._fresh:                             # a new tracker or source: no smoothing, crop or flow carried over
             self._fresh = False
             self._smoother.reset()
+            self.estimator.set_ranges(_ranges(tracker))
             if hasattr(tracker, "reset"):
                 tracker.reset()
         if frame.replayed:

@@ -94,6 +94,12 @@ class Track:
     expressions: list = field(default_factory=list)     # the tracker's own ARKit values per frame, or None
     eyes: list = field(default_factory=list)            # FaceResult.eyes per frame (iris graph), or None
 
+    @property
+    def expression_ranges(self) -> dict | None:
+        """The performer's range the tracker's package carries (export.ranges), or None."""
+        package = getattr(getattr(self.loop, "model", None), "package", None)
+        return getattr(package, "expression_ranges", None)
+
     @classmethod
     def start(cls, loop: FaceLoop, scored: dict) -> "Track":
         loop.reset()
@@ -239,14 +245,15 @@ def _smooth(P: np.ndarray, rate: float) -> np.ndarray:
     return out
 
 
-def _estimate(G: np.ndarray, eyes: list | None) -> tuple[list, list]:
+def _estimate(G: np.ndarray, eyes: list | None, ranges: dict | None = None) -> tuple[list, list]:
     """Per frame (ARKit values, gaze {side: (yaw, pitch)} or None) from export.expressions on G, calibrated on the
     clip's median face (the same rule for every tracker: a performer calibrates on a resting face; expressions are
     rare enough that the median is one) and, where the iris model ran (`eyes`, Track.eyes), on the clip's median
-    eyes by the same rule; None where lost. One estimator runs the frames in order, so its blink holds act."""
+    eyes by the same rule; None where lost. One estimator runs the frames in order, so its blink holds act. `ranges`:
+    the performer's range a package carries (Track.expression_ranges), as the studio ramps to it."""
     T = len(G)
     found = np.isfinite(G).all((1, 2))
-    estimator = ExpressionEstimator()
+    estimator = ExpressionEstimator(ranges=ranges)
     if found.any():
         estimator.calibrate(np.median(G[found], 0))
     eyes = eyes if eyes is not None else [None] * T
@@ -261,32 +268,33 @@ def _estimate(G: np.ndarray, eyes: list | None) -> tuple[list, list]:
     return values, gaze
 
 
-def arkit_series(G: np.ndarray, own: list, eyes: list | None = None) -> dict[str, np.ndarray]:
+def arkit_series(G: np.ndarray, own: list, eyes: list | None = None,
+                 ranges: dict | None = None) -> dict[str, np.ndarray]:
     """ARKit values per frame {name: [T]} (NaN where lost): the tracker's own where it gives them (Face
     Landmarker's blendshapes), else export.expressions (what the studio streams) on G and `eyes` (`_estimate`)."""
     if any(e is not None for e in own):
         names = next(e for e in own if e is not None).keys()
         return {n: np.array([np.nan if e is None else e.get(n, np.nan) for e in own]) for n in names}
-    values, _ = _estimate(G, eyes)
+    values, _ = _estimate(G, eyes, ranges)
     names = next((v for v in values if v is not None), {}).keys()
     return {n: np.array([np.nan if v is None else v[n] for v in values]) for n in names}
 
 
-def gaze_series(G: np.ndarray, eyes: list) -> np.ndarray:
+def gaze_series(G: np.ndarray, eyes: list, ranges: dict | None = None) -> np.ndarray:
     """The gaze the studio streams, [T, 2, 2] ((left, right) × (yaw, pitch), radians; NaN where lost or where the
     tracker read no eyes): export.expressions' gaze relative to the clip's median eyes (`_estimate`)."""
-    _, gaze = _estimate(G, eyes)
+    _, gaze = _estimate(G, eyes, ranges)        # the range decides when a closing lid holds the gaze
     nan = np.full((2, 2), np.nan)
     return np.array([nan if g is None else [g["left"], g["right"]] for g in gaze], np.float64).reshape(-1, 2, 2)
 
 
-def _gaze_scores(G: np.ndarray, eyes: list, gt: dict, m: int) -> dict:
+def _gaze_scores(G: np.ndarray, eyes: list, gt: dict, m: int, ranges: dict | None = None) -> dict:
     """gaze_error_deg and gaze_r on the first m frames, over the frames where the true eye is open (its lid field
     below engine.synth.BLINK_CLOSED, where the synthetic iris is visible) and the tracker has a gaze; the tracked
     series (gaze_per_frame), and the truth for the plot (working keys)."""
     from engine.synth import BLINK_CLOSED, SIDES
 
-    tracked, truth = gaze_series(G[:m], eyes[:m]), gt["gaze"][:m]
+    tracked, truth = gaze_series(G[:m], eyes[:m], ranges), gt["gaze"][:m]
     lids = np.stack([gt["expr"][f"blink_{s}"][:m] for s in SIDES], -1) if "expr" in gt else np.zeros((m, 2))
     open_ = lids < BLINK_CLOSED
     return {"gaze_error_deg": metrics.gaze_error_deg(tracked, truth, open_),
@@ -312,6 +320,7 @@ def score(track: Track, dlib: np.ndarray, gt: dict | None, smooth: bool, rate: f
         "backend": track.loop.backend,
         "fallback": getattr(track.loop, "fallback", None),
         "flow": getattr(track.loop, "flow_weight", None),     # TrackOptions.flow where the loop fuses flow
+        "expression_ranges": track.expression_ranges,        # the package's own range its ARKit values ramp to
         "frames": len(G),
         "frames_lost": int((~found).sum()),
         "motion_mm": metrics.motion_mm(G),
@@ -353,11 +362,12 @@ def score(track: Track, dlib: np.ndarray, gt: dict | None, smooth: bool, rate: f
             if len(posed):
                 r["pose_error_deg"] = metrics.pose_error_deg(H[posed], gt["H"][posed])["mean"]
         if "expr" in gt:
-            arkit = {k: v[:m] for k, v in arkit_series(G, track.expressions, track.eyes).items()}
+            arkit = arkit_series(G, track.expressions, track.eyes, track.expression_ranges)
+            arkit = {k: v[:m] for k, v in arkit.items()}
             truth = {k: v[:m] for k, v in gt["expr"].items() if k in metrics.GT_TO_ARKIT}
             r["expression_r"] = metrics.expression_r(metrics.gt_channels(arkit), truth)
         if "gaze" in gt and any(e is not None for e in track.eyes):
-            r.update(_gaze_scores(G, track.eyes, gt, m))
+            r.update(_gaze_scores(G, track.eyes, gt, m, track.expression_ranges))
     return r
 
 

@@ -18,10 +18,14 @@ gaze (see `ExpressionEstimator.gaze`); without it eyeLook* are 0 and the blinks 
 
 Shapes we cannot see (cheek puff, tongue...) are 0. Pure numpy; no torch.
 
+A performer package carries the range its model read on its own enrollment (`expression_ranges`): each value
+then reaches 1 at that performer's widest, not at an average face's (`ExpressionEstimator(ranges=...)`).
 Per performer, `tune` reshapes each value with a dead zone and a gain (the studio saves them per package), and
 `ExpressionEstimator.neutral_state()` / `set_neutral_state()` carry a calibration as plain JSON-able data.
 """
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -107,40 +111,121 @@ def measures(G: np.ndarray) -> dict[str, float]:
     return {k: float(v) for k, v in m.items()}
 
 
-def _ramp(x: float, key: str) -> float:
-    start, full = GAINS[key]
+def _ramp(x: float, key: str, gains: dict = GAINS) -> float:
+    start, full = gains[key]
     return float(np.clip((x - start) / (full - start), 0.0, 1.0))
 
 
-def _activations(m: dict[str, float], n: dict[str, float]) -> dict[str, float]:
-    """ARKit values from the measures m of a frame and n of the neutral face."""
+def _drives(m: dict[str, float], n: dict[str, float]) -> dict[str, tuple[str, float]]:
+    """What each value ramps on: {name: (GAINS key, the change of its measure from the neutral n)} for the
+    measures m of a frame. lipProtrusion and lipGap are not ARKit names: they make mouthFunnel and mouthPucker."""
     d = {k: m[k] - n[k] for k in m}
-    lip_gap = d["lipGap"]
-    protrusion = -d["lipZ"]  # z points away from the camera: lips coming forward make lipZ smaller
-    opened = _ramp(lip_gap, "lipGap")
     out = {
-        "jawOpen": _ramp(d["chin"], "jawOpen"),
-        "mouthClose": _ramp(LIP_TO_CHIN_TRAVEL * d["chin"] - lip_gap, "mouthClose"),
-        # Both pout the lips forward; an open "O" is a funnel, closed lips are a pucker.
-        "mouthFunnel": _ramp(protrusion, "lipProtrusion") * opened,
-        "mouthPucker": _ramp(protrusion, "lipProtrusion") * (1.0 - opened),
-        "mouthLeft": _ramp(d["lipX"], "mouthSide"),
-        "mouthRight": _ramp(-d["lipX"], "mouthSide"),
-        "jawLeft": _ramp(d["chinX"], "jawSide"),
-        "jawRight": _ramp(-d["chinX"], "jawSide"),
+        "jawOpen": ("jawOpen", d["chin"]),
+        "mouthClose": ("mouthClose", LIP_TO_CHIN_TRAVEL * d["chin"] - d["lipGap"]),
+        "lipProtrusion": ("lipProtrusion", -d["lipZ"]),   # z points away from the camera: lips forward, lipZ down
+        "lipGap": ("lipGap", d["lipGap"]),
+        "mouthLeft": ("mouthSide", d["lipX"]), "mouthRight": ("mouthSide", -d["lipX"]),
+        "jawLeft": ("jawSide", d["chinX"]), "jawRight": ("jawSide", -d["chinX"]),
+        "browInnerUp": ("browInnerUp", float(np.mean([d[f"browInnerUp_{side}"] for side in SIDES]))),
     }
-    brow_inner_up = []
     for side in SIDES:
         S = side.capitalize()
         closed = 1.0 - m[f"aperture_{side}"] / n[f"aperture_{side}"]
-        out[f"eyeBlink{S}"] = _ramp(closed, "eyeBlink")
-        out[f"eyeWide{S}"] = _ramp(-closed, "eyeWide")
-        out[f"mouthSmile{S}"] = _ramp(d[f"cornerUp_{side}"] + d[f"cornerOut_{side}"], "mouthSmile")
-        out[f"browOuterUp{S}"] = _ramp(d[f"browOuterUp_{side}"], "browOuterUp")
-        out[f"browDown{S}"] = _ramp(-d[f"browInnerUp_{side}"] - d[f"browInnerOut_{side}"], "browDown")
-        brow_inner_up.append(d[f"browInnerUp_{side}"])
-    out["browInnerUp"] = _ramp(float(np.mean(brow_inner_up)), "browInnerUp")
+        out[f"eyeBlink{S}"] = ("eyeBlink", closed)
+        out[f"eyeWide{S}"] = ("eyeWide", -closed)
+        out[f"mouthSmile{S}"] = ("mouthSmile", d[f"cornerUp_{side}"] + d[f"cornerOut_{side}"])
+        out[f"browOuterUp{S}"] = ("browOuterUp", d[f"browOuterUp_{side}"])
+        out[f"browDown{S}"] = ("browDown", -d[f"browInnerUp_{side}"] - d[f"browInnerOut_{side}"])
     return out
+
+
+def _activations(m: dict[str, float], n: dict[str, float], gains: dict = GAINS) -> dict[str, float]:
+    """ARKit values from the measures m of a frame and n of the neutral face."""
+    out = {name: _ramp(x, key, gains) for name, (key, x) in _drives(m, n).items()}
+    # Both pout the lips forward; an open "O" is a funnel, closed lips are a pucker.
+    protrusion, opened = out.pop("lipProtrusion"), out.pop("lipGap")
+    out["mouthFunnel"], out["mouthPucker"] = protrusion * opened, protrusion * (1.0 - opened)
+    return out
+
+
+# ------------------------------------------------------------------------------------- the performer's own range
+# GAINS' FULL values are an average face's widest expression; what the tracker reads of a performer's widest is
+# theirs (and their model's: a person model reads a wide jaw or smile smaller than the face makes it). A package
+# carries the range it read on its own enrollment (`expression_ranges`, export.ranges), whose guided script asks
+# for each expression in turn, and the values ramp to 1 there instead. RANGED: the measures an enrollment can show.
+RANGED = ("jawOpen", "lipProtrusion", "mouthSmile", "browInnerUp", "browOuterUp", "browDown", "eyeBlink",
+          "eyeBlinkIris")
+RANGE_PERCENTILE = 99       # the enrollment's widest, less its outliers (a 3 s prompt is ~10 % of the clip)
+# A measure the enrollment did not show keeps the average face's FULL. Shown: its widest is past FULL / 4 and ten
+# times the measure's own frame-to-frame jitter (the synthetic performers' prompted expressions: 11–63 ×; a talking
+# head's unprompted jaw, pucker or frown: 4.5–6.6 ×, docs/BENCHMARKS.md).
+RANGE_MAX_GAIN = 4.0
+RANGE_SNR = 10.0
+
+
+def _jitter(x: np.ndarray) -> float:
+    """A series' own frame-to-frame noise: the robust spread of its consecutive changes, over √2 (each change holds
+    two frames' noise). Real motion between kept frames only makes it larger: never a range shown by mistake."""
+    return 1.4826 * float(np.median(np.abs(np.diff(x)))) / math.sqrt(2) if len(x) > 2 else math.inf
+
+
+def expression_ranges(G: np.ndarray, eyes: list | None = None) -> dict[str, float]:
+    """The performer's range {RANGED key: FULL} from consecutive frames of them: per key the RANGE_PERCENTILE of its
+    measure's change from the clip's median face over frames G [T,468,3] (both sides pooled; for eyeBlinkIris, of
+    the closing of the iris-model aperture of `eyes`, FaceResult.eyes per frame, from its median), capped at GAINS'
+    FULL; a key the clip did not show (see RANGE_SNR) is left out."""
+    G = np.asarray(G, np.float64)
+    G = G[np.isfinite(G).all((1, 2))]
+    if not len(G):
+        return {}
+    n = measures(np.median(G, 0))
+    series: dict[str, dict[str, list[float]]] = {key: {} for key in RANGED}
+    for g in G:
+        for name, (key, x) in _drives(measures(g), n).items():
+            if key in series:
+                series[key].setdefault(name, []).append(x)
+    seen = [e for e in (eyes or []) if e is not None]
+    if seen:
+        for side in SIDES:
+            aperture = np.array([e[side]["aperture"] for e in seen], np.float64)
+            series["eyeBlinkIris"][side] = list(1.0 - aperture / max(float(np.median(aperture)), 1e-6))
+    out = {}
+    for key, by_name in series.items():
+        if not by_name:
+            continue
+        reach = float(np.percentile(np.concatenate(list(by_name.values())), RANGE_PERCENTILE))
+        jitter = float(np.median([_jitter(np.asarray(x)) for x in by_name.values()]))
+        full = GAINS[key][1]
+        if reach >= full / RANGE_MAX_GAIN and reach >= RANGE_SNR * jitter:
+            out[key] = round(min(reach, full), 6)
+    return out
+
+
+def check_ranges(ranges) -> dict[str, float]:
+    """Stored ranges, checked: an object of RANGED keys, each a number in [FULL / RANGE_MAX_GAIN, FULL] of its
+    GAINS entry. Returns them as floats; raises ValueError with a short reason."""
+    if not isinstance(ranges, dict):
+        raise ValueError("not an object")
+    out = {}
+    for key, full in ranges.items():
+        if key not in RANGED:
+            raise ValueError(f"unknown measure {str(key)[:40]!r}")
+        top = GAINS[key][1]
+        if isinstance(full, bool) or not isinstance(full, (int, float)) or not top / RANGE_MAX_GAIN <= full <= top:
+            raise ValueError(f"{key} must be a number in {top / RANGE_MAX_GAIN:g}..{top:g}")
+        out[key] = float(full)
+    return out
+
+
+def ranged_gains(ranges: dict[str, float] | None) -> dict[str, tuple[float, float]]:
+    """GAINS with each ranged key's FULL replaced by the performer's and its START scaled alike (the dead zone
+    keeps its share of the range)."""
+    gains = dict(GAINS)
+    for key, full in check_ranges(ranges or {}).items():
+        start, top = GAINS[key]
+        gains[key] = (start * full / top, full)
+    return gains
 
 
 # Per-shape tuning limits: a gain past 4 or a dead zone past 0.9 only ever gives 0 or 1.
@@ -203,13 +288,18 @@ def _finite(value, what: str, bound: float) -> float:
 class ExpressionEstimator:
     """G [468,3] → {ARKit name: value in [0, 1]} for all 52 names, relative to a calibrated neutral face."""
 
-    def __init__(self, neutral_G: np.ndarray | None = None):
+    def __init__(self, neutral_G: np.ndarray | None = None, ranges: dict[str, float] | None = None):
         if neutral_G is None:
             from engine import canonical  # the mean resting face until the performer calibrates
 
             neutral_G = canonical.load()[0]
         self._default_G = np.asarray(neutral_G)
         self.calibrate(neutral_G)
+        self.set_ranges(ranges)
+
+    def set_ranges(self, ranges: dict[str, float] | None) -> None:
+        """Ramp to the performer's own range (a package's `expression_ranges`), or GAINS' average face (None)."""
+        self.gains = ranged_gains(ranges)
 
     def reset_neutral(self) -> None:
         """Back to the face given at construction (the canonical one by default): forget a calibration."""
@@ -253,8 +343,8 @@ class ExpressionEstimator:
         for side in SIDES:
             S = side.capitalize()
             closed = 1.0 - float(eyes[side]["aperture"]) / max(self.neutral_eyes[side]["aperture"], 1e-6)
-            out[f"eyeBlink{S}"] = _ramp(closed, "eyeBlinkIris")
-            out[f"eyeWide{S}"] = _ramp(-closed, "eyeWideIris")
+            out[f"eyeBlink{S}"] = _ramp(closed, "eyeBlinkIris", self.gains)
+            out[f"eyeWide{S}"] = _ramp(-closed, "eyeWideIris", self.gains)
         return out
 
     def gaze(self, eyes: dict, blinks: dict[str, float] | None = None) -> dict[str, tuple[float, float]]:
@@ -277,7 +367,7 @@ class ExpressionEstimator:
         """All 52 ARKit values for G; with `eyes` (FaceResult.eyes) blinks and eyeLook* come from the iris model,
         and `last_gaze` holds the gaze they were read from (else None)."""
         values = dict.fromkeys(ARKIT_NAMES, 0.0)
-        values.update(_activations(measures(G), self.neutral))
+        values.update(_activations(measures(G), self.neutral, self.gains))
         self.last_gaze = None
         if eyes is not None:
             values.update(self.blinks(eyes))

@@ -26,7 +26,7 @@ from engine.errors import UserError
 from engine.run import LATENTS, WEIGHTS, Run
 from engine.teacher import FaceDetector
 from engine.topology import topology
-from export import graph_passes
+from export import graph_passes, ranges
 from export.package import BASIS, GRAPHS, INT8_TRACKER, IRIS, TOPOLOGY, open_package, write_manifest
 
 OPSET = 17
@@ -208,6 +208,9 @@ def export_package(run: str | Path, out: str | Path) -> dict:
         "files": [*GRAPHS, TOPOLOGY, BASIS, IRIS, *([INT8_TRACKER] if "skipped" not in int8 else [])],
     })
     open_package(out)   # what we wrote must verify
+    # the range the package reads on its own enrollment: where the studio's ARKit values reach 1 (export.ranges)
+    manifest["expression_ranges"] = ranges.calibrate(out, (package_crops(enrolled[i:i + 1])[0]
+                                                           for i in range(len(enrolled))))
     return manifest
 
 

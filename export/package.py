@@ -7,7 +7,8 @@ Two kinds (manifest "kind"; absent means performer, as every package before the 
 Each kind requires its own graphs and may list none of the other's (KIND_FILES, FOREIGN_FILES).
 
     PACKAGE/manifest.json   format, kind, input spec, versions, files {name: sha256} (names: plain relative paths
-                            inside the package; checked against MANIFEST_SCHEMA / GENERIC_SCHEMA below)
+                            inside the package; checked against MANIFEST_SCHEMA / GENERIC_SCHEMA below); a
+                            performer's may hold expression_ranges (export.ranges: where its ARKit values reach 1)
     PACKAGE/tracker.onnx    uint8 [1,S,S,3] crop (S: the manifest's crop_size; 192, older packages 256) → z, H,
                             vertices (crop px), G, landmarks, presence
     PACKAGE/tracker_int8.onnx  the same with E_I's level-head weights in int8, for the CPU provider (optional:
@@ -48,6 +49,7 @@ import numpy as np
 
 from engine import options
 from engine.errors import UserError
+from export.expressions import check_ranges
 
 FORMAT, VERSION = "facetrack-package", 1
 MANIFEST = "manifest.json"
@@ -137,6 +139,13 @@ class Package:
         if self.kind == "generic":
             return {"crop_size": self.crop_size}
         return {"crop_size": self.crop_size, "texture_size": self.texture_size}
+
+    @property
+    def expression_ranges(self) -> dict[str, float] | None:
+        """The performer's range its model read on the enrollment (export.expressions.expression_ranges), as
+        checked by open_package; None when the package has none (an older or a generic one)."""
+        ranges = self.manifest.get("expression_ranges")
+        return None if ranges is None else dict(ranges)
 
     def topology(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(triangles [F,3] int32, uv [468,2] float32, holes [K,3] int32), as checked by open_package."""
@@ -312,6 +321,13 @@ def _either(*checks):
     return check
 
 
+def _ranges(v, where):
+    try:
+        check_ranges(v)
+    except ValueError as err:
+        raise _Bad(f"{where}: {err}") from None
+
+
 _HEX64 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -361,6 +377,7 @@ MANIFEST_SCHEMA = [
     ("parity", False, _map(_number)),
     ("graph_rewrites", False, _map(_map(_int(0, 1 << 30)))),
     ("int8_tracker", False, _map(_either(_number, _string))),
+    ("expression_ranges", False, _ranges),
 ]
 # A generic package: no texture, colour correction or source run (it has no person); its landmarker crop is small.
 GENERIC_SCHEMA = [
@@ -586,6 +603,15 @@ def add_files(folder: str | Path, names: list[str]) -> dict:
     for name in names:
         confine(folder, name)
     manifest["files"].update({name: sha256(folder / name) for name in names})
+    options.write_json(folder / MANIFEST, manifest)
+    return manifest
+
+
+def set_expression_ranges(folder: str | Path, ranges: dict[str, float]) -> dict:
+    """Write the performer's expression range into an existing manifest (checked first; files unchanged)."""
+    folder = Path(folder)
+    manifest = json.loads((folder / MANIFEST).read_text())
+    manifest["expression_ranges"] = check_ranges(ranges)
     options.write_json(folder / MANIFEST, manifest)
     return manifest
 

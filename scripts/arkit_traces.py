@@ -23,7 +23,7 @@ def series(model, clip: Path, rate: float) -> dict:
     for frame in video.frames(clip):
         track.step(frame)
     G = np.asarray(track.G, np.float64)
-    return metrics.gt_channels(evaluate.arkit_series(G, track.expressions, track.eyes))
+    return metrics.gt_channels(evaluate.arkit_series(G, track.expressions, track.eyes, track.expression_ranges))
 
 
 def main() -> None:

@@ -113,7 +113,7 @@ def test_model_must_be_a_package_a_run_or_a_name(clip, tmp_path):
 
 def test_eval_scores_the_shipped_package(clip, tmp_path):
     """The sample package through the runtime: the JSON names the package, its backend and manifest hash."""
-    from export.package import SAMPLE_PACKAGE, sha256
+    from export.package import SAMPLE_PACKAGE, open_package, sha256
 
     r = evaluate.evaluate(SAMPLE_PACKAGE, clip / "video.mp4", gt=clip / "gt.npz", max_frames=12,
                           baseline="teacher", backend="cpu")
@@ -124,6 +124,9 @@ def test_eval_scores_the_shipped_package(clip, tmp_path):
     assert base["tracker"] == "baseline" and base["model"] == "teacher"
     assert r["nme"] != base["nme"] and r["motion_mm"] != base["motion_mm"]    # two different trackers ran
     assert r["flow"] == 1.0 and base["flow"] is None          # the package's loop fuses flow; the teacher has no refit
+    # its ARKit values ramp to the range it read on its enrollment, as in the studio; the teacher's to GAINS'
+    assert r["expression_ranges"] == open_package(SAMPLE_PACKAGE).expression_ranges != None
+    assert base["expression_ranges"] is None
     off = evaluate.evaluate(SAMPLE_PACKAGE, clip / "video.mp4", max_frames=12, backend="cpu", flow=0.0)
     assert off["flow"] == 0.0 and off["stability_unguarded"] != r["stability_unguarded"]     # --flow 0: without it
 

@@ -150,6 +150,7 @@ def test_cpu_runs_the_int8_tracker_close_to_fp32(built):
     from export.runtime import open_tracker
 
     manifest = json.loads((built["pkg"] / "manifest.json").read_text())
+    assert "expression_ranges" in manifest           # the range measured on its enrollment (export.ranges)
     assert INT8_TRACKER in manifest["files"] and manifest["int8_tracker"]["gemms"] == 4
     assert manifest["int8_tracker"]["vertices_px"] <= INT8_MAX_PX
     int8, fp32 = open_tracker(built["pkg"], "cpu"), open_tracker(built["pkg"], "cpu", precision="fp32")

@@ -83,3 +83,69 @@ def test_synth_with_ict_expressions_writes_its_truth(tmp_path, ict_file):
     fields = expressions.ict_basis(str(ict_file))
     np.testing.assert_allclose(G, expressions.apply(expr, fields), atol=1e-5)
     assert "ICT-FaceKit" in (out / "meta.json").read_text()
+
+
+# ---------------------------------------------------------------------------------- the performer's own range
+def _performer(jaw_peak: float, frames: int = 200, jitter: float = 0.003, seed: int = 0) -> np.ndarray:
+    """Meshes [T,468,3] of a face at rest that opens its jaw to `jaw_peak` of the field (a bump in the middle of
+    the clip), with independent per-vertex jitter (cm)."""
+    rng = np.random.default_rng(seed)
+    S = canonical.load()[0].astype(np.float64)
+    jaw = dict(zip(expressions.NAMES, expressions.basis()))["jaw_open"].astype(np.float64)
+    a = jaw_peak * np.clip(1 - ((np.arange(frames) - frames / 2) / (frames / 8)) ** 2, 0, 1)
+    return S + a[:, None, None] * jaw + rng.normal(0, jitter, (frames, *S.shape))
+
+
+def test_a_performer_range_makes_their_widest_read_one():
+    """The range is read off the clip (its 99th percentile from the median face): the widest jaw then reads 1,
+    where an average face's FULL reads it far lower; what the clip did not show keeps the average face's FULL."""
+    from export.expressions import GAINS, ExpressionEstimator, expression_ranges, measures
+
+    G = _performer(0.6)
+    ranges = expression_ranges(G)
+    assert set(ranges) == {"jawOpen"}                            # the jitter alone shows nothing else
+    S = canonical.load()[0]
+    widest = G[len(G) // 2]
+    reach = measures(widest)["chin"] - measures(np.median(G, 0))["chin"]
+    assert GAINS["jawOpen"][1] / 4 < ranges["jawOpen"] == pytest.approx(reach, rel=0.02)
+    plain, own = ExpressionEstimator(S), ExpressionEstimator(S, ranges=ranges)
+    assert own(widest)["jawOpen"] > 0.95 > 2 * plain(widest)["jawOpen"]
+    assert own(S)["jawOpen"] == plain(S)["jawOpen"] == 0.0        # the dead zone keeps its share: rest reads 0
+    assert own(widest)["mouthSmileLeft"] == plain(widest)["mouthSmileLeft"]
+    own.set_ranges(None)
+    assert own(widest)["jawOpen"] == plain(widest)["jawOpen"]
+
+
+def test_a_clip_that_never_shows_an_expression_keeps_the_average_face():
+    """Jitter, or a movement too small to be the performer's widest (under FULL / RANGE_MAX_GAIN), is no range."""
+    from export.expressions import expression_ranges
+
+    assert expression_ranges(_performer(0.0, jitter=0.01)) == {}
+    assert expression_ranges(_performer(0.3)) == {}                # 0.07 IOD: under FULL / 4
+    assert expression_ranges(np.full((5, 468, 3), np.nan)) == {}
+
+
+def test_iris_blinks_take_the_performer_range_too():
+    from export.expressions import RANGE_MAX_GAIN, GAINS, ExpressionEstimator, expression_ranges
+
+    G = _performer(0.0, frames=120)
+    aperture = np.full(120, 0.40) + np.random.default_rng(1).normal(0, 0.002, 120)
+    aperture[58:62] = 0.28                                        # a blink closes 30 % of the lid aperture
+    eyes = [{s: {"aperture": float(a), "offset": (0.0, 0.0)} for s in ("left", "right")} for a in aperture]
+    ranges = expression_ranges(G, eyes)
+    assert GAINS["eyeBlinkIris"][1] / RANGE_MAX_GAIN < ranges["eyeBlinkIris"] < 0.31
+    own, plain = ExpressionEstimator(ranges=ranges), ExpressionEstimator()
+    for e in (own, plain):
+        e.calibrate_eyes({"left": 0.40, "right": 0.40}, {"left": (0.0, 0.0), "right": (0.0, 0.0)})
+    shut = eyes[60]
+    assert own.blinks(shut)["eyeBlinkLeft"] > 0.9 and plain.blinks(shut)["eyeBlinkLeft"] < 0.15
+
+
+@pytest.mark.parametrize("ranges,match", [
+    ({"jawOpen": 5.0}, "jawOpen must be a number in"), ({"jawOpen": True}, "jawOpen must be a number"),
+    ({"cheekPuff": 0.1}, "unknown measure"), ([1], "not an object")])
+def test_stored_ranges_are_checked(ranges, match):
+    from export.expressions import ExpressionEstimator
+
+    with pytest.raises(ValueError, match=match):
+        ExpressionEstimator(ranges=ranges)

@@ -256,6 +256,11 @@ def setpath(m: dict, dotted: str, value):
     ("parity.z", "small", r"parity\.z must be a finite number"),
     ("parity.a\nb\u2028c", "x", r"parity\.a b c must be a finite number"),
     ("source_run", ["/x"], r"source_run must be a string"),
+    ("expression_ranges", [0.2], r"expression_ranges: not an object"),
+    ("expression_ranges.jawOpen", 1e9, r"expression_ranges: jawOpen must be a number in 0\.0875\.\.0\.35"),
+    ("expression_ranges.jawOpen", 0.0, r"expression_ranges: jawOpen must be a number"),
+    ("expression_ranges.jawOpen", "wide", r"expression_ranges: jawOpen must be a number"),
+    ("expression_ranges.tongueOut", 0.1, r"expression_ranges: unknown measure 'tongueOut'"),
 ])
 def test_manifest_schema(pkg, key, value, match):
     m = manifest(pkg)

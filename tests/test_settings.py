@@ -255,6 +255,9 @@ def _worker_settle(min_cutoff: float) -> int:
 class _NullEstimator:
     last_gaze = None
 
+    def set_ranges(self, ranges):
+        pass
+
     def __call__(self, G, eyes=None):
         return dict.fromkeys(ARKIT_NAMES, 0.0)
 
@@ -278,6 +281,26 @@ def test_a_new_source_makes_the_tracker_forget_the_face():
     step.process(Frame(image, 1 / 30, 1))
     step.process(Frame(image, 2 / 30, 2))
     assert tracker.resets == 1 and tracker.calls == 3
+
+
+def test_the_track_step_ramps_to_the_package_range():
+    """A performer package's expression range (export.ranges) reaches the studio's estimator with the tracker, at
+    construction and on a swap; a tracker without one (generic, replay) puts back the average face's."""
+    from export.expressions import GAINS
+    from export.package import SAMPLE_PACKAGE, open_package
+
+    ranges = open_package(SAMPLE_PACKAGE).expression_ranges
+    own = StepTracker()
+    own.package = SimpleNamespace(expression_ranges=ranges)
+    step = TrackWorker(LatestSlot(), own)
+    assert step.estimator.gains["jawOpen"][1] == ranges["jawOpen"] < GAINS["jawOpen"][1]
+    image = np.zeros((8, 8, 3), np.uint8)
+    step.set_tracker(StepTracker())
+    step.process(Frame(image, 0.0, 0))
+    assert step.estimator.gains == GAINS
+    step.set_tracker(own)
+    step.process(Frame(image, 1 / 30, 1))
+    assert step.estimator.gains["mouthSmile"][1] == ranges["mouthSmile"]
 
 
 def test_a_new_sender_starts_from_the_calibrated_head():
