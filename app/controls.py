@@ -262,12 +262,20 @@ class Controls(QWidget):
         self.reset_calibration_button = QPushButton("Reset")
         self.reset_calibration_button.setToolTip("Forget the calibration: the default face is neutral again")
         self.neutral_label = QLabel("neutral: default face")
+        self.range_button = QPushButton("Measure my range")
+        self.range_button.setToolTip("Calibrate neutral first. Then, for a few seconds, open your jaw wide, smile, "
+                                     "pucker, raise and frown your brows and blink: each reaches 1 there")
+        self.reset_range_button = QPushButton("Reset")
+        self.reset_range_button.setToolTip("Forget the measured range: the model's own range again")
+        self.range_label = QLabel("range: the model's")
         self.shapes_button = QPushButton("Per-shape gain and dead zone…")
         form.addRow(self.smoothing_check)
         form.addRow("Min cutoff", self.min_cutoff_slider)
         form.addRow("Beta", self.beta_slider)
         form.addRow(_row(self.calibrate_button, self.reset_calibration_button))
         form.addRow(self.neutral_label)
+        form.addRow(_row(self.range_button, self.reset_range_button))
+        form.addRow(self.range_label)
         form.addRow(self.shapes_button)
         layout.addWidget(box)
         self.shapes_dialog = ShapeTuningDialog(self)
@@ -331,10 +339,16 @@ class Controls(QWidget):
         _select(self.backend_combo, s.backend, BACKEND_LABELS.get(s.backend, s.backend))
         self.shapes_dialog.set_values(s.gains, s.dead_zones)
         self.show_neutral(s.neutral)
+        self.show_range(s.ranges)
 
     def show_neutral(self, neutral) -> None:
         self.neutral_label.setText("neutral: calibrated (saved)" if neutral else "neutral: default face")
         self.reset_calibration_button.setEnabled(neutral is not None)
+        self.range_button.setEnabled(neutral is not None)    # a range is measured from the performer's rest
+
+    def show_range(self, ranges) -> None:
+        self.range_label.setText(f"range: measured, {len(ranges)} measures (saved)" if ranges else "range: the model's")
+        self.reset_range_button.setEnabled(ranges is not None)
 
     def _show_shapes(self) -> None:
         self.shapes_dialog.show()

@@ -73,7 +73,7 @@ class MainWindow(QMainWindow):
         self.settings_note: str | None = None     # the last one-line problem with the settings file, if any
         self.package_path: str | None = None
         self.make_model_dialog = None
-        self._calibrations_seen = 0
+        self._calibrations_seen = self._ranges_seen = 0
         self._forced_shaded = False
         self._save_timer = QTimer(self)
         self._save_timer.setSingleShot(True)
@@ -167,6 +167,8 @@ class MainWindow(QMainWindow):
         c.backend_combo.activated.connect(lambda i: self.set_backend(c.backend_combo.itemData(i)))
         c.calibrate_button.clicked.connect(self.pipeline.track.calibrate_neutral)
         c.reset_calibration_button.clicked.connect(self.reset_calibration)
+        c.range_button.clicked.connect(lambda: self.pipeline.track.measure_range())
+        c.reset_range_button.clicked.connect(self.reset_range)
         c.smoothing_check.toggled.connect(lambda on: self._change(smoothing=on))
         c.min_cutoff_slider.valueChanged.connect(lambda v: self._change(min_cutoff=v))
         c.beta_slider.valueChanged.connect(lambda v: self._change(beta=v))
@@ -301,7 +303,8 @@ class MainWindow(QMainWindow):
         track.set_smoothing_params(s.min_cutoff, s.beta)
         track.set_tuning(s.gains, s.dead_zones)
         track.set_neutral(s.neutral)          # checked when loaded: it cannot fail here
-        self._calibrations_seen = track.calibrations
+        track.set_own_ranges(s.ranges)
+        self._calibrations_seen, self._ranges_seen = track.calibrations, track.range_measures
         self.video.set_overlay(s.overlay)
         self.video.set_mirror(s.mirror)
         self._reopen_camera()
@@ -338,6 +341,13 @@ class MainWindow(QMainWindow):
         self.save_settings()
         self.say("calibration reset: the default face is neutral")
 
+    def reset_range(self) -> None:
+        self.pipeline.track.set_own_ranges(None)
+        self.settings.ranges = None
+        self.controls.show_range(None)
+        self.save_settings()
+        self.say("range reset: the model's own range")
+
     def save_settings(self) -> None:
         """Write the package's settings now (a failure is one line in the status bar)."""
         self._save_timer.stop()
@@ -345,12 +355,17 @@ class MainWindow(QMainWindow):
             self.say(error)
 
     def _check_calibration(self) -> None:
-        """A calibration taken by the track worker is saved at once."""
+        """A calibration or a range taken by the track worker is saved at once."""
         track = self.pipeline.track
         if track.calibrations != self._calibrations_seen:
             self._calibrations_seen = track.calibrations
             self.settings.neutral = track.neutral_state()
             self.controls.show_neutral(self.settings.neutral)
+            self.save_settings()
+        if track.range_measures != self._ranges_seen:
+            self._ranges_seen = track.range_measures
+            self.settings.ranges = track.own_ranges
+            self.controls.show_range(self.settings.ranges)
             self.save_settings()
 
     def _on_package(self, tracker, text: str) -> None:

@@ -14,6 +14,7 @@ A package's file (every field optional; what is missing reads as the default):
      "neutral": null | {"measures": {...}, "eyes": {"left": {"aperture", "offset"}, "right": ...},
                         "head": null | [f, rx, ry, rz, tx, ty]},       app.tracking.TrackWorker.neutral_state()
      "shapes": {"jawOpen": {"gain": 1.3, "dead_zone": 0.05}, ...},   only shapes away from gain 1, dead zone 0
+     "ranges": null | {"jawOpen": 0.2, ...},   "Measure my range" (TrackWorker.own_ranges; export.expressions.RANGED)
      "smoothing": {"on": true, "min_cutoff": 1.0, "beta": 1.0},      app.smoothing's performer pair
      "overlay": true,
      "camera": {"width": 1280, "height": 720, "fps": 30, "mirror": false},   0: the camera's own
@@ -34,7 +35,7 @@ from pathlib import Path
 from app.smoothing import BETA_RANGE, DEFAULT_BETA, DEFAULT_MIN_CUTOFF, MIN_CUTOFF_RANGE
 from engine import options
 from engine.userdirs import user_dir
-from export.expressions import ARKIT_NAMES, DEAD_ZONE_RANGE, GAIN_RANGE, check_neutral
+from export.expressions import ARKIT_NAMES, DEAD_ZONE_RANGE, GAIN_RANGE, check_neutral, check_ranges
 
 VERSION = 1
 BACKENDS = ("auto", "tensorrt", "cuda", "cpu")       # export.runtime's, less the development-only torch
@@ -82,6 +83,7 @@ def remember_package(path: str | Path | None) -> None:
 @dataclass
 class PackageSettings:
     neutral: dict | None = None       # TrackWorker.neutral_state(), None: not calibrated
+    ranges: dict | None = None        # TrackWorker.own_ranges, None: the package's own range (or the average face's)
     gains: dict[str, float] = field(default_factory=dict)        # ARKit name → gain (1 when absent)
     dead_zones: dict[str, float] = field(default_factory=dict)   # ARKit name → dead zone (0 when absent)
     smoothing: bool = True
@@ -99,6 +101,7 @@ class PackageSettings:
         return {
             "version": VERSION,
             "neutral": self.neutral,
+            "ranges": self.ranges,
             "shapes": {n: {"gain": self.gains.get(n, 1.0), "dead_zone": self.dead_zones.get(n, 0.0)} for n in names},
             "smoothing": {"on": self.smoothing, "min_cutoff": self.min_cutoff, "beta": self.beta},
             "overlay": self.overlay,
@@ -128,6 +131,11 @@ class PackageSettings:
                 out.neutral = _neutral(data["neutral"])
             except ValueError:
                 problems.append("neutral")
+        if data.get("ranges") is not None:
+            try:
+                out.ranges = check_ranges(data["ranges"])
+            except ValueError:
+                problems.append("ranges")
         _shapes(data.get("shapes", {}), out, problems)
         smoothing = _section(data, "smoothing", problems)
         take(smoothing, "on", "smoothing", _bool)

@@ -297,8 +297,8 @@ def track(package: str | Path, source: str, out: str | Path, backend: str = "aut
 
 def apply_saved_settings(step, tracker) -> str | None:
     """The studio's saved settings for the tracker's package applied to a track step (app.tracking.TrackWorker):
-    neutral, per-shape tuning and smoothing (--raw still wins). Returns the file applied, or None when there is
-    none; its bad fields read as defaults, said in one line."""
+    neutral, measured range, per-shape tuning and smoothing (--raw still wins). Returns the file applied, or None
+    when there is none; its bad fields read as defaults, said in one line."""
     from app import settings as saved
 
     key = saved.package_key(tracker)
@@ -308,6 +308,7 @@ def apply_saved_settings(step, tracker) -> str | None:
     if problems:
         print(saved.problems_line(key, problems))
     step.set_neutral(s.neutral)
+    step.set_own_ranges(s.ranges)
     step.set_tuning(s.gains, s.dead_zones)
     step.set_smoothing_params(s.min_cutoff, s.beta)
     step.set_smoothing(step.smoothing and s.smoothing)

@@ -19,12 +19,15 @@ from app.results import Tracked
 from app.smoothing import PoseSmoother
 from app.worker import Worker
 from engine.pose import project
-from export.expressions import ExpressionEstimator, tune
+from export.expressions import SIDES, ExpressionEstimator, expression_ranges, tune
+
+# "Measure my range": how long the performer shows their widest expressions, one after another, in the studio
+RANGE_SECONDS = 8.0
 
 
-def _ranges(tracker) -> dict | None:
-    """A performer package's own expression range (export.ranges); None (the average face's) for any other."""
-    return getattr(getattr(tracker, "package", None), "expression_ranges", None)
+def _ranges(tracker) -> dict:
+    """A performer package's own expression range (export.ranges); {} (the average face's) for any other."""
+    return getattr(getattr(tracker, "package", None), "expression_ranges", None) or {}
 
 
 class TrackWorker(Worker):
@@ -40,6 +43,10 @@ class TrackWorker(Worker):
         self.recorder = None          # app.outputs.RecordWorker while recording
         self.texture = None           # app.outputs.TextureWorker when a package can decode textures
         self.estimator = ExpressionEstimator(ranges=_ranges(tracker))
+        self.own_ranges: dict | None = None   # "Measure my range" (over the package's own); saved per package
+        self.range_measures = 0       # bumped by each range measured here, so the UI knows to save own_ranges
+        self._range_request: float | None = None   # seconds asked for (UI thread); the track thread starts it
+        self._range = None            # (until, G list, eyes list) while measuring (track thread)
         self._smoother = PoseSmoother()
         self._tracker = tracker
         self._fresh = False            # set by set_tracker and restart: the next frame starts afresh (track thread)
@@ -77,6 +84,21 @@ class TrackWorker(Worker):
     def calibrate_neutral(self) -> None:
         """Take the next tracked face as the performer's resting face (expressions and VMC head position)."""
         self._calibrate = True
+
+    def measure_range(self, seconds: float | None = None) -> None:
+        """Take the next `seconds` (RANGE_SECONDS) of tracked faces as the performer's widest expressions: each
+        measure they show (export.expressions.expression_ranges, from the calibrated neutral) reaches 1 there."""
+        self._range_request = float(RANGE_SECONDS if seconds is None else seconds)
+
+    def set_own_ranges(self, ranges: dict | None) -> None:
+        """Restore a range measured here before (app.settings), or None: the package's own, else the average face's.
+        A range in progress is dropped."""
+        self._range = self._range_request = None
+        self.own_ranges = None if ranges is None else dict(ranges)
+        self.estimator.set_ranges(self._effective_ranges(self._tracker))
+
+    def _effective_ranges(self, tracker) -> dict:
+        return {**_ranges(tracker), **(self.own_ranges or {})}
 
     def neutral_state(self) -> dict:
         """The current neutral as JSON-able data: the estimator's measures and eyes, and the head pose or None."""
@@ -130,7 +152,7 @@ class TrackWorker(Worker):
         if self._fresh:                             # a new tracker or source: no smoothing, crop or flow carried over
             self._fresh = False
             self._smoother.reset()
-            self.estimator.set_ranges(_ranges(tracker))
+            self.estimator.set_ranges(self._effective_ranges(tracker))
             if hasattr(tracker, "reset"):
                 tracker.reset()
         if frame.replayed:
@@ -176,11 +198,36 @@ class TrackWorker(Worker):
                 sender.calibrate(H)
             self.calibrations += 1
             self.say("neutral face calibrated")
+        if not frame.replayed:
+            self._measure_range(frame.t, G, eyes)
         recorded = getattr(result, "expressions", None)   # a replayed frame's values were tuned when recorded
         item.expressions = recorded if recorded is not None else tune(self.estimator(G, eyes=eyes), *self.tuning)
         item.gaze = self.estimator.last_gaze if recorded is None and eyes is not None else None
         stages["smooth+expr"] = (self._clock() - t) * 1e3
         self._outputs(item, stages)
+
+    def _measure_range(self, t: float, G: np.ndarray, eyes) -> None:
+        if (seconds := self._range_request) is not None:
+            self._range_request = None
+            self._range = (t + seconds, [], [])
+            self.say(f"measuring your range: your widest jaw, smile, pucker, brows and blinks for {seconds:g} s")
+        if self._range is None:
+            return
+        until, faces, eyes_seen = self._range
+        faces.append(G)
+        eyes_seen.append(eyes)
+        if t < until:
+            return
+        self._range = None
+        rest = {side: self.estimator.neutral_eyes[side]["aperture"] for side in SIDES}
+        measured = expression_ranges(np.stack(faces), eyes_seen, self.estimator.neutral, rest)
+        if not measured:
+            self.say("no expression was wide enough to measure: the range is as it was")
+            return
+        self.own_ranges = {**(self.own_ranges or {}), **measured}
+        self.estimator.set_ranges(self._effective_ranges(self._tracker))
+        self.range_measures += 1
+        self.say(f"range measured ({', '.join(measured)}): these now reach 1")
 
     def _outputs(self, item: Tracked, stages: dict) -> None:
         if (sender := self.sender) is not None:

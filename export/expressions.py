@@ -170,16 +170,18 @@ def _jitter(x: np.ndarray) -> float:
     return 1.4826 * float(np.median(np.abs(np.diff(x)))) / math.sqrt(2) if len(x) > 2 else math.inf
 
 
-def expression_ranges(G: np.ndarray, eyes: list | None = None) -> dict[str, float]:
+def expression_ranges(G: np.ndarray, eyes: list | None = None, neutral: dict | None = None,
+                      rest_eyes: dict | None = None) -> dict[str, float]:
     """The performer's range {RANGED key: FULL} from consecutive frames of them: per key the RANGE_PERCENTILE of its
-    measure's change from the clip's median face over frames G [T,468,3] (both sides pooled; for eyeBlinkIris, of
-    the closing of the iris-model aperture of `eyes`, FaceResult.eyes per frame, from its median), capped at GAINS'
-    FULL; a key the clip did not show (see RANGE_SNR) is left out."""
+    measure's change from the neutral face over frames G [T,468,3] (both sides pooled; for eyeBlinkIris, of the
+    closing of the iris-model aperture of `eyes`, FaceResult.eyes per frame), capped at GAINS' FULL; a key the clip
+    did not show (see RANGE_SNR) is left out. The neutral: `neutral` (measures) and `rest_eyes` ({side: aperture}),
+    e.g. a calibrated ExpressionEstimator's, else the clip's median face and apertures (an enrollment rests most)."""
     G = np.asarray(G, np.float64)
     G = G[np.isfinite(G).all((1, 2))]
     if not len(G):
         return {}
-    n = measures(np.median(G, 0))
+    n = measures(np.median(G, 0)) if neutral is None else neutral
     series: dict[str, dict[str, list[float]]] = {key: {} for key in RANGED}
     for g in G:
         for name, (key, x) in _drives(measures(g), n).items():
@@ -189,7 +191,8 @@ def expression_ranges(G: np.ndarray, eyes: list | None = None) -> dict[str, floa
     if seen:
         for side in SIDES:
             aperture = np.array([e[side]["aperture"] for e in seen], np.float64)
-            series["eyeBlinkIris"][side] = list(1.0 - aperture / max(float(np.median(aperture)), 1e-6))
+            rest = float(np.median(aperture)) if rest_eyes is None else float(rest_eyes[side])
+            series["eyeBlinkIris"][side] = list(1.0 - aperture / max(rest, 1e-6))
     out = {}
     for key, by_name in series.items():
         if not by_name:

@@ -38,7 +38,8 @@ def _full_settings() -> saved.PackageSettings:
     return saved.PackageSettings(neutral=neutral, gains={"jawOpen": 1.5, "eyeBlinkLeft": 0.5},
                                  dead_zones={"jawOpen": 0.1, "browInnerUp": 0.2}, smoothing=False,
                                  min_cutoff=0.4, beta=2.5, overlay=False, camera_width=1280, camera_height=720,
-                                 camera_fps=60, mirror=True, backend="cuda")
+                                 camera_fps=60, mirror=True, backend="cuda",
+                                 ranges={"jawOpen": 0.2, "mouthSmile": 0.05})
 
 
 # --------------------------------------------------------------------------------------------- file format
@@ -98,6 +99,9 @@ BAD_FIELDS = [      # (where in the file, the bad value, the field reported)
     (("shapes",), ["jawOpen"], "shapes"),
     (("neutral",), "calibrated", "neutral"),
     (("neutral",), {"measures": {"chin": 1.0}, "eyes": {}}, "neutral"),
+    (("ranges",), {"jawOpen": 9.0}, "ranges"),
+    (("ranges",), {"tongueOut": 0.1}, "ranges"),
+    (("ranges",), [0.2], "ranges"),
 ]
 
 
@@ -283,6 +287,26 @@ def test_a_new_source_makes_the_tracker_forget_the_face():
     assert tracker.resets == 1 and tracker.calls == 3
 
 
+class JawTracker:
+    """The canonical face whose jaw opens to `peak` of the procedural field over frames 30..60 (of a clip at 30 fps),
+    with a little jitter."""
+
+    def __init__(self, peak: float = 0.6):
+        from engine import canonical, expressions
+
+        self.S = canonical.load()[0].astype(np.float64)
+        self.jaw = dict(zip(expressions.NAMES, expressions.basis()))["jaw_open"].astype(np.float64)
+        self.peak, self.calls, self.rng = peak, 0, np.random.default_rng(0)
+
+    def __call__(self, image):
+        k = self.calls
+        self.calls += 1
+        a = self.peak * max(0.0, 1.0 - ((k - 45) / 15) ** 2)
+        G = self.S + a * self.jaw + self.rng.normal(0, 0.003, self.S.shape)
+        return SimpleNamespace(G=G, H=np.array([10.0, 0, 0, 0, 100, 100]), points=np.zeros((468, 2)), z=None,
+                               presence=1.0)
+
+
 def test_the_track_step_ramps_to_the_package_range():
     """A performer package's expression range (export.ranges) reaches the studio's estimator with the tracker, at
     construction and on a swap; a tracker without one (generic, replay) puts back the average face's."""
@@ -290,17 +314,54 @@ def test_the_track_step_ramps_to_the_package_range():
     from export.package import SAMPLE_PACKAGE, open_package
 
     ranges = open_package(SAMPLE_PACKAGE).expression_ranges
-    own = StepTracker()
+    own = JawTracker()
     own.package = SimpleNamespace(expression_ranges=ranges)
     step = TrackWorker(LatestSlot(), own)
     assert step.estimator.gains["jawOpen"][1] == ranges["jawOpen"] < GAINS["jawOpen"][1]
     image = np.zeros((8, 8, 3), np.uint8)
-    step.set_tracker(StepTracker())
+    step.set_tracker(JawTracker())
     step.process(Frame(image, 0.0, 0))
     assert step.estimator.gains == GAINS
     step.set_tracker(own)
     step.process(Frame(image, 1 / 30, 1))
     assert step.estimator.gains["mouthSmile"][1] == ranges["mouthSmile"]
+
+
+def test_the_studio_measures_the_performers_range():
+    """"Measure my range": the next seconds of faces give, from the calibrated neutral, where each shown measure
+    reaches 1; it holds over the package's own and through a tracker swap; None gives the package's back."""
+    from export.expressions import GAINS
+
+    tracker = JawTracker()
+    step = TrackWorker(LatestSlot(), tracker)
+    step.smoothing = False
+    image = np.zeros((8, 8, 3), np.uint8)
+    step.calibrate_neutral()
+    step.process(Frame(image, 0.0, 0))                        # rest: the neutral
+    step.measure_range(2.0)
+    values = [step.process(Frame(image, k / 30, k)).expressions["jawOpen"] for k in range(1, 75)]
+    assert step.range_measures == 1 and set(step.own_ranges) == {"jawOpen"}
+    assert step.estimator.gains["jawOpen"][1] == step.own_ranges["jawOpen"] < GAINS["jawOpen"][1]
+    assert max(values[:60]) < 0.7                             # measured with the average face's range: short of 1
+    tracker.calls = 45                                        # the jaw again, at its widest
+    assert step.process(Frame(image, 3.0, 75)).expressions["jawOpen"] > 0.95
+    own = JawTracker()
+    own.package = SimpleNamespace(expression_ranges={"mouthSmile": 0.05})
+    step.set_tracker(own)
+    step.process(Frame(image, 3.2, 77))
+    assert step.estimator.gains["mouthSmile"][1] == 0.05 and step.estimator.gains["jawOpen"][1] < GAINS["jawOpen"][1]
+    step.set_own_ranges(None)
+    assert step.estimator.gains["jawOpen"] == GAINS["jawOpen"] and step.estimator.gains["mouthSmile"][1] == 0.05
+
+
+def test_a_range_of_nothing_changes_nothing():
+    step = TrackWorker(LatestSlot(), JawTracker(peak=0.0))
+    step.smoothing = False
+    image = np.zeros((8, 8, 3), np.uint8)
+    step.measure_range(1.0)
+    for k in range(40):
+        step.process(Frame(image, k / 30, k))
+    assert step.range_measures == 0 and step.own_ranges is None and step._range is None
 
 
 def test_a_new_sender_starts_from_the_calibrated_head():

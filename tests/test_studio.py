@@ -462,6 +462,36 @@ def test_calibration_is_saved_and_restored(window, qtbot, still_clip):
     assert json.loads(saved.package_settings_file(w2.settings_key).read_text())["neutral"] is None
 
 
+def test_the_measured_range_is_saved_and_restored(window, qtbot, clip, monkeypatch):
+    """"Measure my range" waits for a calibrated neutral, then takes the next seconds of faces: the expressions shown
+    reach 1 there, the range is saved with the package's settings, restored at the next launch and reset."""
+    import app.tracking
+    from app import settings as saved
+
+    monkeypatch.setattr(app.tracking, "RANGE_SECONDS", 1.5)
+    w = window(tracker=DemoTracker(), source=str(clip))
+    c = w.controls
+    qtbot.waitUntil(lambda: w.pipeline.track.last is not None and w.pipeline.track.last.found, timeout=20000)
+    assert not c.range_button.isEnabled() and not c.reset_range_button.isEnabled()   # no neutral to measure from
+    c.calibrate_button.click()
+    qtbot.waitUntil(lambda: w.settings.neutral is not None, timeout=10000)
+    assert c.range_button.isEnabled()
+    c.range_button.click()
+    qtbot.waitUntil(lambda: w.settings.ranges is not None, timeout=20000)
+    assert {"jawOpen", "mouthSmile"} <= set(w.settings.ranges) and "measured" in c.range_label.text()
+    assert w.pipeline.track.estimator.gains["jawOpen"][1] == w.settings.ranges["jawOpen"]
+    assert json.loads(saved.package_settings_file(w.settings_key).read_text())["ranges"] == w.settings.ranges
+    ranges = w.settings.ranges
+    w.close()
+
+    w2 = window(tracker=DemoTracker(), source=str(clip))
+    assert w2.settings.ranges == ranges and w2.pipeline.track.own_ranges == ranges
+    assert "measured" in w2.controls.range_label.text() and w2.controls.reset_range_button.isEnabled()
+    w2.controls.reset_range_button.click()
+    assert w2.settings.ranges is None and w2.pipeline.track.own_ranges is None
+    assert json.loads(saved.package_settings_file(w2.settings_key).read_text())["ranges"] is None
+
+
 def test_backend_choice_reopens_and_shows_the_fallback(window, qtbot):
     from app import settings as saved
 
