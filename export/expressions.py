@@ -113,7 +113,7 @@ def measures(G: np.ndarray) -> dict[str, float]:
 
 def _ramp(x: float, key: str, gains: dict = GAINS) -> float:
     start, full = gains[key]
-    return float(np.clip((x - start) / (full - start), 0.0, 1.0))
+    return min(max(float(x - start) / (full - start), 0.0), 1.0)     # plain floats: ~50 ramps a frame
 
 
 def _drives(m: dict[str, float], n: dict[str, float]) -> dict[str, tuple[str, float]]:
