@@ -23,6 +23,9 @@ from export.expressions import SIDES, ExpressionEstimator, expression_ranges, tu
 
 # "Measure my range": how long the performer shows their widest expressions, one after another, in the studio
 RANGE_SECONDS = 8.0
+# export.expressions.RANGED in a performer's words
+RANGE_WORDS = {"jawOpen": "jaw", "lipProtrusion": "pucker", "mouthSmile": "smile", "browInnerUp": "brows up",
+               "browOuterUp": "outer brows up", "browDown": "frown", "eyeBlink": "blinks", "eyeBlinkIris": "blinks"}
 
 
 def _ranges(tracker) -> dict:
@@ -227,7 +230,8 @@ class TrackWorker(Worker):
         self.own_ranges = {**(self.own_ranges or {}), **measured}
         self.estimator.set_ranges(self._effective_ranges(self._tracker))
         self.range_measures += 1
-        self.say(f"range measured ({', '.join(measured)}): these now reach 1")
+        words = dict.fromkeys(RANGE_WORDS[key] for key in measured)       # in order, once each
+        self.say(f"range measured ({', '.join(words)}): 1 is now your widest")
 
     def _outputs(self, item: Tracked, stages: dict) -> None:
         if (sender := self.sender) is not None:

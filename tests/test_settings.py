@@ -341,6 +341,7 @@ def test_the_studio_measures_the_performers_range():
     step.measure_range(2.0)
     values = [step.process(Frame(image, k / 30, k)).expressions["jawOpen"] for k in range(1, 75)]
     assert step.range_measures == 1 and set(step.own_ranges) == {"jawOpen"}
+    assert list(step.messages)[-1] == "range measured (jaw): 1 is now your widest"
     assert step.estimator.gains["jawOpen"][1] == step.own_ranges["jawOpen"] < GAINS["jawOpen"][1]
     assert max(values[:60]) < 0.7                             # measured with the average face's range: short of 1
     tracker.calls = 45                                        # the jaw again, at its widest
@@ -352,6 +353,13 @@ def test_the_studio_measures_the_performers_range():
     assert step.estimator.gains["mouthSmile"][1] == 0.05 and step.estimator.gains["jawOpen"][1] < GAINS["jawOpen"][1]
     step.set_own_ranges(None)
     assert step.estimator.gains["jawOpen"] == GAINS["jawOpen"] and step.estimator.gains["mouthSmile"][1] == 0.05
+
+
+def test_every_ranged_measure_has_words():
+    from app.tracking import RANGE_WORDS
+    from export.expressions import RANGED
+
+    assert set(RANGE_WORDS) == set(RANGED)
 
 
 def test_a_range_of_nothing_changes_nothing():
