@@ -167,7 +167,7 @@ class MainWindow(QMainWindow):
         c.backend_combo.activated.connect(lambda i: self.set_backend(c.backend_combo.itemData(i)))
         c.calibrate_button.clicked.connect(self.pipeline.track.calibrate_neutral)
         c.reset_calibration_button.clicked.connect(self.reset_calibration)
-        c.range_button.clicked.connect(lambda: self.pipeline.track.measure_range())
+        c.range_button.clicked.connect(lambda: self.pipeline.track.measure_range())   # not clicked's bool as seconds
         c.reset_range_button.clicked.connect(self.reset_range)
         c.smoothing_check.toggled.connect(lambda on: self._change(smoothing=on))
         c.min_cutoff_slider.valueChanged.connect(lambda v: self._change(min_cutoff=v))
