@@ -147,27 +147,26 @@ def gauss_newton(X, y, h, steps: int) -> np.ndarray:
     return h
 
 
-def gauss_newton_expression(G, y, h, basis_t, prior, steps: int) -> tuple[np.ndarray, np.ndarray]:
+def gauss_newton_expression(G, y, h, basis_t, precision, steps: int) -> tuple[np.ndarray, np.ndarray]:
     """Numpy: `steps` undamped Gauss-Newton steps, from (h, c = 0), on the MAP cost
 
-        ‖f·Π·R·(G + Σ_k c_k·B_k) + t − y‖² + Σ_k (prior_k·c_k)²
+        ‖f·Π·R·(G + Σ_k c_k·B_k) + t − y‖² + cᵀ·P·c
 
     over the pose h [6] and the coefficients c [K] of an expression basis B [K,V,3] added to the shape G [V,3]
-    (prior_k = √ρ/σ_k: a Gaussian prior of std σ_k on c_k against ρ px² of landmark noise). Returns (h, c).
+    (P [K,K], `precision`: a Gaussian prior on c against px² of landmark noise). Returns (h, c).
     It runs every frame of the live path, so the basis comes axis first, basis_t [3,V,K] (one matmul gives the
     expression's Jacobian), and the normal equations are formed directly."""
     G, y, h = np.asarray(G, np.float64), np.asarray(y, np.float64), np.asarray(h, np.float64)
     _, V, K = basis_t.shape
     by_axis = basis_t.reshape(3, V * K)
-    prior2 = np.asarray(prior, np.float64) ** 2
     c = np.zeros(K)
     for step in range(steps):
         r, Jh, PR = _residual_and_jacobian(G + (basis_t @ c).T if step else G, y, h)     # c = 0 at first
         Jc = (h[0] * (PR @ by_axis)).reshape(2 * V, K)          # x rows, then y rows, as r
         J = np.concatenate([Jh, Jc], 1)
         A, g = J.T @ J, J.T @ r
-        A[6:, 6:] += np.diag(prior2)
-        g[6:] += prior2 * c
+        A[6:, 6:] += precision
+        g[6:] += precision @ c
         step = np.linalg.solve(A, -g)
         h, c = h + step[:6], c + step[6:]
     return h, c

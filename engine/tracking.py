@@ -39,7 +39,16 @@ JOINT_STEPS = 1
 # synthetic performers jaw r 0.53 → 0.57 (ICT: 0.69 → 0.76), smile R 0.10 → 0.30 (0.38 → 0.47), unguarded stability
 # 1.594 → 1.539 (1.542 → 1.517); real clips within ±0.02 NME, motion ratio 0.83–0.91 (docs/BENCHMARKS.md).
 REFIT_PRIOR = 10.0
-REFIT_PRIOR_CROP = 256     # the crop size ρ is stated for: a model answering in other crop pixels scales it
+REFIT_PRIOR_CROP = 256     # the crop size ρ and λ are stated for: a model answering in other crop pixels scales them
+# λ, px² per cm² of a 256² crop: how much the refit keeps of the network's own chin height (the canonical y of the
+# chin's points, CHIN_POINTS), where the teacher is least reliable: off its training domain its 2D chin, a point on
+# the face's silhouette, hardly moves for an open jaw (on the ICT performer's widest, not at all), while the
+# person's network reads the jaw (r 0.88–0.97 alone). 2000 (each chin point's height weighs about as much as 15
+# teacher landmarks would at the crop's ~11 px/cm): synthetic performers' jaw r 0.56 → 0.84 and 0.72 → 0.88, smile R
+# 0.25 → 0.51, non-rigid error 0.880 → 0.829 × MediaPipe's; on ten real clips NME, stability and motion within
+# ±0.02 points, ±2 % and −0.04 (docs/BENCHMARKS.md, "Issue #11, seventh step").
+REFIT_CHIN = 2000.0
+CHIN_POINTS = (152, 148, 176, 377, 400)
 
 
 @dataclass(frozen=True)
@@ -130,8 +139,12 @@ class ExpressionBasis:
 
     def __init__(self, directions: np.ndarray, std: np.ndarray, crop_size: int = REFIT_PRIOR_CROP):
         self.axis_first = np.ascontiguousarray(np.asarray(directions, np.float64).transpose(2, 1, 0))   # [3,468,K]
-        # √ρ/σ_k against residuals in crop pixels (REFIT_PRIOR, stated for a 256² crop)
-        self.prior = math.sqrt(REFIT_PRIOR) * (crop_size / REFIT_PRIOR_CROP) / np.asarray(std, np.float64)
+        # The prior's precision on the coefficients c [K,K], against residuals in crop pixels: ρ/σ_k² on each, and
+        # λ on the chin height they add, Σ_v (B_v,y·c)² (REFIT_PRIOR, REFIT_CHIN, stated for a 256² crop).
+        scale2 = (crop_size / REFIT_PRIOR_CROP) ** 2
+        chin_y = self.axis_first[1, list(CHIN_POINTS)]                                    # [5,K]
+        self.precision = scale2 * (np.diag(REFIT_PRIOR / np.asarray(std, np.float64) ** 2)
+                                   + REFIT_CHIN * chin_y.T @ chin_y)
 
 
 def refit(out: CropOutput, basis: ExpressionBasis | None = None) -> CropOutput:
@@ -141,14 +154,15 @@ def refit(out: CropOutput, basis: ExpressionBasis | None = None) -> CropOutput:
     H alone: the person model's H head was the larger part of its 2D error (sample's held-out clip: NME 4.66 → 4.31 %,
     pose error 9.0° → 6.0°). The expression: on a new environment I2ZNet's z holds 0.6–0.65 of the face's motion
     (its latent shrinks towards the enrollment mean), though the DAM's subspace holds the motion (a best fit keeps
-    0.92); G + Σ c_k·B_k with the prior ‖c_k/σ_k‖²·ρ on the coefficients brings it back (docs/BENCHMARKS.md). z is
-    the network's (the texture is decoded from it)."""
+    0.92); G + Σ c_k·B_k with the prior ‖c_k/σ_k‖²·ρ on the coefficients brings it back (docs/BENCHMARKS.md), save
+    the chin's height, which the network reads better than the teacher (REFIT_CHIN). z is the network's (the
+    texture is decoded from it)."""
     y = np.asarray(out.landmarks)[:, :2]
     G = np.asarray(out.G, np.float64)
     if basis is None:
         H = pose.gauss_newton(G, y, out.H, REFIT_STEPS)
     else:
-        H, c = pose.gauss_newton_expression(G, y, out.H, basis.axis_first, basis.prior, JOINT_STEPS)
+        H, c = pose.gauss_newton_expression(G, y, out.H, basis.axis_first, basis.precision, JOINT_STEPS)
         G = G + (basis.axis_first @ c).T
     return CropOutput(points=pose.project(G, H), presence=out.presence, G=G, H=H, z=out.z, landmarks=out.landmarks)
 

@@ -103,9 +103,14 @@ def test_refit_moves_h_onto_the_teachers_landmarks():
 
 
 def _basis(rng, k=6):
-    """Orthonormal directions [k,468,3] and std (cm) of a made-up expression subspace; a real DAM's first
-    directions have σ ≈ 1–3 (about 1 mm a vertex)."""
-    q = np.linalg.qr(rng.normal(size=(468 * 3, k)))[0].T.reshape(k, 468, 3)
+    """Orthonormal directions [k,468,3] and std (cm) of a made-up expression subspace that leaves the chin's height
+    alone (the refit keeps the network's, REFIT_CHIN); a real DAM's first directions have σ ≈ 1–3 (about 1 mm a
+    vertex)."""
+    from engine.tracking import CHIN_POINTS
+
+    a = rng.normal(size=(468, 3, k))
+    a[list(CHIN_POINTS), 1] = 0.0
+    q = np.linalg.qr(a.reshape(468 * 3, k))[0].T.reshape(k, 468, 3)
     return q, np.linspace(3.0, 1.0, k)
 
 
@@ -147,6 +152,35 @@ def test_the_prior_holds_the_expression_where_the_landmarks_say_nothing_new():
     moved = pose.project(G + np.tensordot(c_true, B, 1), H)
     stiff = refit(CropOutput(points=moved, presence=1.0, G=G, H=H, landmarks=moved), ExpressionBasis(B, std * 1e-4))
     assert np.linalg.norm(stiff.G - G, axis=1).max() < 1e-3
+
+
+def test_the_refit_keeps_the_networks_chin_height_against_a_teacher_whose_chin_stays_shut(monkeypatch):
+    """Off its domain the teacher's chin hardly moves for an open jaw, while the network reads it: the chin's height is
+    the one thing the refit keeps of the network's answer (REFIT_CHIN); the other directions still follow the teacher."""
+    from engine import tracking
+    from engine.tracking import CHIN_POINTS, CropOutput, ExpressionBasis, refit
+
+    rng = np.random.default_rng(12)
+    G = canonical.load()[0].astype(np.float64)
+    jaw = np.zeros((468, 3))
+    lower = np.flatnonzero(G[:, 1] > G[list(CHIN_POINTS), 1].mean() - 3.0)     # chin, jaw line, lower lip: down
+    jaw[lower, 1] = 1.0
+    q = np.linalg.qr(np.column_stack([jaw.ravel(), rng.normal(size=(468 * 3, 5))]))[0]
+    B, std = (q * np.sign(q[:, :1].T @ jaw.ravel())).T.reshape(6, 468, 3), np.linspace(3.0, 1.0, 6)
+    c_net = np.array([2.0, 0, 0, 0, 0, 0])                       # the network: the jaw open
+    c_teacher = np.array([0.0, 1.0, -1.0, 0.5, 0, 0])            # the teacher: the jaw shut, other expression
+    H = np.array([10.0, 0.1, -0.3, 0.05, 128.0, 120.0])
+    landmarks = pose.project(G + np.tensordot(c_teacher, B, 1), H)
+    net = CropOutput(points=landmarks, presence=1.0, G=G + np.tensordot(c_net, B, 1), H=H, landmarks=landmarks)
+
+    def coefficients():
+        return np.einsum("kvj,vj->k", B, refit(net, ExpressionBasis(B, std)).G - G)
+
+    kept = coefficients()
+    assert kept[0] > 0.5 * c_net[0]                              # most of the network's jaw stays
+    np.testing.assert_allclose(kept[1:4], c_teacher[1:4], atol=0.2)      # up to the priors' pull
+    monkeypatch.setattr(tracking, "REFIT_CHIN", 0.0)
+    assert coefficients()[0] < 0.1 * c_net[0]                    # without it the teacher's shut chin wins
 
 
 def test_two_gauss_newton_steps_reach_the_damped_minimum():
