@@ -9,7 +9,8 @@ scores them all. Per tracker, led by the measures that a frozen or jittery face 
   motion_mm          mean ‖G_t − Ḡ‖ in the canonical frame (how much the face moves); motion_ratio = ours / baseline
   stability_common   Eq. 10 under one guard mask for both trackers (frozen_share: where its own mesh stood still)
   with --gt          vertex_error_nonrigid (rigid similarity removed), motion_ratio_gt, expression_r (Pearson r
-                     per ground-truth expression field against the ARKit values the studio streams)
+                     per ground-truth expression field against the ARKit values the studio streams), nme_gt (NME
+                     of the iBUG-51 points against the truth's own: dlib misreads a wide-open mouth)
   with gaze in GT    gaze_error_deg (angle between tracked and true gaze per eye, over the frames where the face
                      was found and the true eye is open) and gaze_r (Pearson r of yaw and of pitch), for trackers
                      that read the irises (a package with iris.onnx; for `--baseline mediapipe`, FaceMesh's
@@ -30,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engine import metrics, options, topology, video
+from engine import metrics, options, pose, topology, video
 from engine.baselines import BASELINES, open_baseline
 from engine.errors import UserError
 from engine.run import Run
@@ -337,6 +338,7 @@ def score(track: Track, dlib: np.ndarray, gt: dict | None, smooth: bool, rate: f
         "nme_mismatched": n["mismatched"],
         "vertex_error": None,
         "vertex_error_nonrigid": None,
+        "nme_gt": None,
         "pose_error_deg": None,
         "motion_ratio_gt": None,
         "expression_r": None,
@@ -358,6 +360,8 @@ def score(track: Track, dlib: np.ndarray, gt: dict | None, smooth: bool, rate: f
             r["vertex_error"] = metrics.vertex_error(G[both], gt["G"][both])["mean"]
             r["vertex_error_nonrigid"] = metrics.vertex_error_nonrigid(G[both], gt["G"][both])["mean"]
             r["motion_ratio_gt"] = metrics.motion_ratio(G[:m], np.where(found[:m, None, None], gt["G"][:m], np.nan))
+            true_points = np.stack([pose.project(gt["G"][i], gt["H"][i]) for i in both])
+            r["nme_gt"] = metrics.nme_gt(topology.ibug51(points[both]), topology.ibug51(true_points))
             posed = both[np.isfinite(H[both]).all(1)]
             if len(posed):
                 r["pose_error_deg"] = metrics.pose_error_deg(H[posed], gt["H"][posed])["mean"]
@@ -513,7 +517,8 @@ def _fmt(r: dict) -> str:
             f"{r['ms_per_frame']:.1f} ms/frame")
     if r.get("vertex_error") is not None:
         line += (f"\n  vs GT: vertex {f(r['vertex_error'], '.3f')} cm (non-rigid {f(r['vertex_error_nonrigid'], '.3f')}),"
-                 f" pose {f(r['pose_error_deg'], '.2f')}°, motion ratio {f(r['motion_ratio_gt'], '.2f')}")
+                 f" NME {f(r['nme_gt'], '.2f')}%, pose {f(r['pose_error_deg'], '.2f')}°,"
+                 f" motion ratio {f(r['motion_ratio_gt'], '.2f')}")
     if expr:
         line += "\n  expression r: " + ", ".join(f"{k} {f(v, '.2f')}" for k, v in expr.items())
     if r.get("gaze_error_deg"):

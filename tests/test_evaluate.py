@@ -12,7 +12,7 @@ from engine.errors import UserError
 REQUIRED = {"frames", "frames_lost", "stability", "stability_unguarded", "stability_excluded", "stability_image",
             "nme", "reprojection_px", "vertex_error", "pose_error_deg", "backend", "ms_per_frame", "model",
             "tracker", "package_sha256", "motion_mm", "motion_ratio", "stability_common", "frozen_share",
-            "vertex_error_nonrigid", "motion_ratio_gt", "expression_r", "gaze_error_deg", "gaze_r"}
+            "vertex_error_nonrigid", "motion_ratio_gt", "expression_r", "gaze_error_deg", "gaze_r", "nme_gt"}
 
 
 @pytest.fixture(scope="module")
@@ -45,6 +45,7 @@ def test_teacher_on_synthetic_ground_truth(clip, tmp_path):
     assert r["vertex_error"] < 0.5, r["vertex_error"]             # cm
     assert r["pose_error_deg"] < 5.0, r["pose_error_deg"]
     assert np.isfinite(r["nme"]) and r["nme"] < 10
+    assert 0 < r["nme_gt"] < 10                                   # the 51 points against the truth's own
 
 
 def test_cli_writes_json_and_plot(clip, tmp_path):

@@ -75,6 +75,20 @@ def test_nme_exact():
     assert r["frames"] == 1 and r["mismatched"] == 1 and r["nme"] == pytest.approx(6.25)
 
 
+
+def test_nme_against_the_ground_truth():
+    """The 51 inner points against the truth's own, over the truth's eye-corner distance; lost frames left out."""
+    true = np.zeros((3, 51, 2))
+    true[:, 19], true[:, 28] = (100, 200), (180, 200)    # iBUG 36 and 45: 80 px apart
+    pred = true.copy()
+    pred[0] += (3, 4)                                   # 5 px → 6.25 %
+    pred[1, :, 0] += 8                                  # 8 px → 10 %
+    pred[2] = np.nan                                    # lost
+    assert metrics.nme_gt(pred, true) == pytest.approx(8.125)
+    assert metrics.nme_gt(true, true) == 0.0 and metrics.nme_gt(pred[2:], true[2:]) is None
+    with pytest.raises(ValueError):
+        metrics.nme_gt(pred[:, :50], true[:, :50])
+
 def test_vertex_and_pose_error():
     G = np.zeros((3, 4, 3))
     assert metrics.vertex_error(G + (0, 3, 4), G)["mean"] == pytest.approx(5.0)
