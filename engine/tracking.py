@@ -44,8 +44,8 @@ REFIT_PRIOR_CROP = 256     # the crop size ρ and λ are stated for: a model ans
 # chin's points, CHIN_POINTS), where the teacher is least reliable: off its training domain its 2D chin, a point on
 # the face's silhouette, hardly moves for an open jaw (on the ICT performer's widest, not at all), while the
 # person's network reads the jaw (r 0.88–0.97 alone). 2000 (each chin point's height weighs about as much as 15
-# teacher landmarks would at the crop's ~11 px/cm): synthetic performers' jaw r 0.56 → 0.84 and 0.72 → 0.88, smile R
-# 0.25 → 0.51, non-rigid error 0.880 → 0.829 × MediaPipe's; on ten real clips NME, stability and motion within
+# teacher landmarks would at the crop's ~11 px/cm): synthetic performers' jaw r 0.56 → 0.84 and 0.72 → 0.89, smile R
+# 0.25 → 0.51, non-rigid error 0.880 → 0.827 × MediaPipe's; on ten real clips NME, stability and motion within
 # ±0.02 points, ±2 % and −0.04 (docs/BENCHMARKS.md, "Issue #11, seventh step").
 REFIT_CHIN = 2000.0
 CHIN_POINTS = (152, 148, 176, 377, 400)

@@ -75,7 +75,6 @@ def test_nme_exact():
     assert r["frames"] == 1 and r["mismatched"] == 1 and r["nme"] == pytest.approx(6.25)
 
 
-
 def test_nme_against_the_ground_truth():
     """The 51 inner points against the truth's own, over the truth's eye-corner distance; lost frames left out."""
     true = np.zeros((3, 51, 2))
@@ -88,6 +87,7 @@ def test_nme_against_the_ground_truth():
     assert metrics.nme_gt(true, true) == 0.0 and metrics.nme_gt(pred[2:], true[2:]) is None
     with pytest.raises(ValueError):
         metrics.nme_gt(pred[:, :50], true[:, :50])
+
 
 def test_vertex_and_pose_error():
     G = np.zeros((3, 4, 3))
