@@ -360,7 +360,7 @@ def score(track: Track, dlib: np.ndarray, gt: dict | None, smooth: bool, rate: f
             r["vertex_error"] = metrics.vertex_error(G[both], gt["G"][both])["mean"]
             r["vertex_error_nonrigid"] = metrics.vertex_error_nonrigid(G[both], gt["G"][both])["mean"]
             r["motion_ratio_gt"] = metrics.motion_ratio(G[:m], np.where(found[:m, None, None], gt["G"][:m], np.nan))
-            true_points = np.stack([pose.project(gt["G"][i], gt["H"][i]) for i in both])
+            true_points = pose.project(gt["G"][both], gt["H"][both])
             r["nme_gt"] = metrics.nme_gt(topology.ibug51(points[both]), topology.ibug51(true_points))
             posed = both[np.isfinite(H[both]).all(1)]
             if len(posed):
