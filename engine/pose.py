@@ -147,13 +147,14 @@ def gauss_newton(X, y, h, steps: int) -> np.ndarray:
     return h
 
 
-def gauss_newton_expression(G, y, h, basis_t, precision, steps: int) -> tuple[np.ndarray, np.ndarray]:
+def gauss_newton_expression(G, y, h, basis_t, precision, steps: int, mean=None) -> tuple[np.ndarray, np.ndarray]:
     """Numpy: `steps` undamped Gauss-Newton steps, from (h, c = 0), on the MAP cost
 
-        ‖f·Π·R·(G + Σ_k c_k·B_k) + t − y‖² + cᵀ·P·c
+        ‖f·Π·R·(G + Σ_k c_k·B_k) + t − y‖² + (c − μ)ᵀ·P·(c − μ)
 
     over the pose h [6] and the coefficients c [K] of an expression basis B [K,V,3] added to the shape G [V,3]
-    (P [K,K], `precision`: a Gaussian prior on c against px² of landmark noise). Returns (h, c).
+    (P [K,K], `precision`, and μ [K], `mean` (default 0): a Gaussian prior on c against px² of landmark noise).
+    Returns (h, c).
     It runs every frame of the live path, so the basis comes axis first, basis_t [3,V,K] (one matmul gives the
     expression's Jacobian), and the normal equations are formed directly."""
     G, y, h = np.asarray(G, np.float64), np.asarray(y, np.float64), np.asarray(h, np.float64)
@@ -166,7 +167,7 @@ def gauss_newton_expression(G, y, h, basis_t, precision, steps: int) -> tuple[np
         J = np.concatenate([Jh, Jc], 1)
         A, g = J.T @ J, J.T @ r
         A[6:, 6:] += precision
-        g[6:] += precision @ c
+        g[6:] += precision @ (c if mean is None else c - mean)
         step = np.linalg.solve(A, -g)
         h, c = h + step[:6], c + step[6:]
     return h, c

@@ -49,6 +49,13 @@ REFIT_PRIOR_CROP = 256     # the crop size ρ and λ are stated for: a model ans
 # ±0.02 points, ±2 % and −0.04 (docs/BENCHMARKS.md, "Issue #11, seventh step").
 REFIT_CHIN = 2000.0
 CHIN_POINTS = (152, 148, 176, 377, 400)
+# τ, px² per cm² of a 256² crop: a temporal prior τ‖c − c_{t−1}‖² on the refit's coefficients, centred on the last
+# frame's shape (a random walk: the face moves little between frames, the network's G jitters more). What it
+# steadies is the network's per-frame jitter, which the landmarks' flow cannot reach. 20: common-guard stability
+# 0.884 → 0.861 × MediaPipe's (Obama), 0.801 → 0.750 (Lily), 0.78/0.80 → 0.73/0.75 (synthetic performers), their
+# motion against the truth −0.004 and expression r within ±0.01; it lags the ARKit values by under half a frame
+# (pucker 0.33–0.43, others 0.1–0.24) (docs/BENCHMARKS.md, "Issue #11, eighth step").
+REFIT_TEMPORAL = 20.0
 
 
 @dataclass(frozen=True)
@@ -139,15 +146,25 @@ class ExpressionBasis:
 
     def __init__(self, directions: np.ndarray, std: np.ndarray, crop_size: int = REFIT_PRIOR_CROP):
         self.axis_first = np.ascontiguousarray(np.asarray(directions, np.float64).transpose(2, 1, 0))   # [3,468,K]
+        self.flat = self.axis_first.reshape(-1, self.axis_first.shape[-1])                # [3·468,K], G.T's order
         # The prior's precision on the coefficients c [K,K], against residuals in crop pixels: ρ/σ_k² on each, and
-        # λ on the chin height they add, Σ_v (B_v,y·c)² (REFIT_PRIOR, REFIT_CHIN, stated for a 256² crop).
+        # λ on the chin height they add, Σ_v (B_v,y·c)² (REFIT_PRIOR, REFIT_CHIN, stated for a 256² crop); with
+        # the last frame's shape known, τ on the change since then too (REFIT_TEMPORAL): `following`.
         scale2 = (crop_size / REFIT_PRIOR_CROP) ** 2
         chin_y = self.axis_first[1, list(CHIN_POINTS)]                                    # [5,K]
         self.precision = scale2 * (np.diag(REFIT_PRIOR / np.asarray(std, np.float64) ** 2)
                                    + REFIT_CHIN * chin_y.T @ chin_y)
+        self.temporal = scale2 * REFIT_TEMPORAL
+        self.following = self.precision + self.temporal * np.eye(len(self.precision))
+
+    def prior_mean(self, G: np.ndarray, previous: np.ndarray) -> np.ndarray:
+        """μ of the prior (c − μ)ᵀ·following·(c − μ) = cᵀ·precision·c + τ‖c − m‖² + const, where m [K] is the
+        last frame's shape `previous` [468,3] in the basis, from this frame's network shape G [468,3]."""
+        m = self.flat.T @ (np.asarray(previous, np.float64) - G).T.ravel()
+        return np.linalg.solve(self.following, self.temporal * m)
 
 
-def refit(out: CropOutput, basis: ExpressionBasis | None = None) -> CropOutput:
+def refit(out: CropOutput, basis: ExpressionBasis | None = None, previous: np.ndarray | None = None) -> CropOutput:
     """L_FLRC of adaptation solved per frame at run time: H, and with a basis the expression too, refit so that the
     model's mesh reprojects onto the frozen teacher's landmarks (Gauss-Newton from the network's answer).
 
@@ -155,14 +172,19 @@ def refit(out: CropOutput, basis: ExpressionBasis | None = None) -> CropOutput:
     pose error 9.0° → 6.0°). The expression: on a new environment I2ZNet's z holds 0.6–0.65 of the face's motion
     (its latent shrinks towards the enrollment mean), though the DAM's subspace holds the motion (a best fit keeps
     0.92); G + Σ c_k·B_k with the prior ‖c_k/σ_k‖²·ρ on the coefficients brings it back (docs/BENCHMARKS.md), save
-    the chin's height, which the network reads better than the teacher (REFIT_CHIN). z is the network's (the
+    the chin's height, which the network reads better than the teacher (REFIT_CHIN). `previous`: the last frame's
+    G [468,3] of the same face, which the expression then stays near (REFIT_TEMPORAL). z is the network's (the
     texture is decoded from it)."""
     y = np.asarray(out.landmarks)[:, :2]
     G = np.asarray(out.G, np.float64)
     if basis is None:
         H = pose.gauss_newton(G, y, out.H, REFIT_STEPS)
     else:
-        H, c = pose.gauss_newton_expression(G, y, out.H, basis.axis_first, basis.precision, JOINT_STEPS)
+        if previous is None:
+            H, c = pose.gauss_newton_expression(G, y, out.H, basis.axis_first, basis.precision, JOINT_STEPS)
+        else:
+            H, c = pose.gauss_newton_expression(G, y, out.H, basis.axis_first, basis.following, JOINT_STEPS,
+                                                basis.prior_mean(G, previous))
         G = G + (basis.axis_first @ c).T
     return CropOutput(points=pose.project(G, H), presence=out.presence, G=G, H=H, z=out.z, landmarks=out.landmarks)
 
@@ -208,6 +230,7 @@ class FaceLoop:
         self.detections = self.several_faces = 0
         self._crop: Crop | None = None
         self._flow = LandmarkFlow(self.options.flow, model.crop_size) if getattr(model, "refit_pose", False) else None
+        self._previous_G: np.ndarray | None = None     # the last frame's answer, which the refit stays near
 
     @property
     def name(self) -> str:
@@ -224,7 +247,7 @@ class FaceLoop:
 
     def reset(self) -> None:
         """Forget the face (a new clip, or a seek): the next frame starts with a detection."""
-        self._crop = None
+        self._crop = self._previous_G = None
         if self._flow is not None:
             self._flow.reset()
         if hasattr(self.model, "reset"):
@@ -251,7 +274,7 @@ class FaceLoop:
         stages["detect"] = 1000 * (time.perf_counter() - t0)
         self.detections += 1
         self.several_faces += len(faces) > 1
-        self._crop = None
+        self._crop = self._previous_G = None
         if self._flow is not None:
             self._flow.reset()          # a new face, or the same one after a jump: nothing to follow it from
         if not faces:
@@ -265,9 +288,10 @@ class FaceLoop:
         return self._eyes(frame, self._kept(result))
 
     def _kept(self, result: FaceResult) -> FaceResult:
-        """The frame's final answer is the one the next frame's flow starts from."""
+        """The frame's final answer is the one the next frame's flow and refit start from."""
         if self._flow is not None:
             self._flow.keep()
+            self._previous_G = result.G
         return result
 
     def _run(self, frame: np.ndarray, crop: Crop, stages: dict) -> FaceResult | None:
@@ -280,7 +304,7 @@ class FaceLoop:
         out = self.model(image)
         if self._flow is not None and out.landmarks is not None:
             out.landmarks = self._flow.fuse(out.landmarks)
-            out = refit(out, getattr(self.model, "expression_basis", None))
+            out = refit(out, getattr(self.model, "expression_basis", None), self._previous_G)
         t2 = time.perf_counter()
         stages["crop"] = stages.get("crop", 0.0) + 1000 * (t1 - t0)
         stages["tracker"] = stages.get("tracker", 0.0) + 1000 * (t2 - t1)

@@ -122,3 +122,31 @@ def test_the_sample_package_is_steadier_with_flow_and_moves_as_much(shared_data)
     assert steady1 < 0.95 * steady0
     assert metrics.motion_mm(G1) > 0.8 * metrics.motion_mm(G0)
     assert np.linalg.norm(p1 - p0, axis=-1).mean() < 1.0            # frame px on a 256² clip
+
+
+def test_the_sample_package_is_steadier_near_its_last_frame_and_a_reset_forgets_it(shared_data, monkeypatch):
+    """End to end through the shipped package: the refit's temporal prior (engine.tracking.REFIT_TEMPORAL) makes the
+    mesh steadier (Eq. 10, unguarded) while it moves nearly as much and lands where it did; after `reset` the loop
+    answers the clip exactly as a fresh one does (no last frame leaks into a new face)."""
+    from engine import tracking, video
+    from engine.tracking import FaceLoop, TrackOptions
+    from export.runtime import Tracker
+
+    clip = shared_data / "videos/obama/obama_weekly_address_window_256.mov"
+    frames = [f for _, f in zip(range(60), video.frames(clip))]
+    model = Tracker("export/sample_package", "cpu", 1).model
+    shipped = tracking.REFIT_TEMPORAL
+    runs = {}
+    for temporal in (0.0, shipped):
+        monkeypatch.setattr(tracking, "REFIT_TEMPORAL", temporal)
+        model.expression_basis = tracking.ExpressionBasis(*model.package.basis(), model.crop_size)
+        loop = FaceLoop(model, TrackOptions(eyes=False))
+        results = [loop(f) for f in frames]
+        runs[temporal] = (np.array([r.G for r in results]), np.array([r.points for r in results]))
+    (G0, p0), (G1, p1) = runs[0.0], runs[shipped]
+    steady0, steady1 = (metrics.temporal_stability(G)["stability_unguarded"] for G in (G0, G1))
+    assert steady1 < 0.97 * steady0
+    assert metrics.motion_mm(G1) > 0.9 * metrics.motion_mm(G0)
+    assert np.linalg.norm(p1 - p0, axis=-1).mean() < 0.5            # frame px on a 256² clip
+    loop.reset()
+    np.testing.assert_allclose(np.array([loop(f).G for f in frames[:5]]), G1[:5], atol=1e-6)

@@ -211,3 +211,40 @@ def test_the_refit_answers_the_same_in_any_crop_size():
                   ExpressionBasis(B, std, crop_size=192))
     np.testing.assert_allclose(small.G, big.G, atol=1e-6)
     np.testing.assert_allclose(small.points, to192(big.points), atol=1e-6)
+
+
+def test_the_temporal_prior_steadies_a_jittery_network_and_still_follows_a_new_expression(monkeypatch):
+    """A still face whose network G jitters in the basis and whose teacher landmarks are noisy, then a new expression:
+    refit frame by frame from the last answer (REFIT_TEMPORAL), the still stretch moves less from frame to frame than
+    without it, and the new expression is reached within a few frames (a random walk, not a hold)."""
+    from engine import tracking
+    from engine.tracking import CropOutput, ExpressionBasis, refit
+
+    rng = np.random.default_rng(13)
+    G = canonical.load()[0].astype(np.float64)
+    B, std = _basis(rng)
+    H = np.array([10.0, 0.1, -0.3, 0.05, 128.0, 120.0])
+    c_true = np.where(np.arange(40)[:, None] < 20, 0.0, std * np.array([1.0, -1.0, 0.8, 0.0, 0.0, 0.0]))
+    frames = []
+    for c in c_true:
+        landmarks = pose.project(G + np.tensordot(c, B, 1), H) + rng.normal(0, 1.0, (468, 2))
+        G_net = G + np.tensordot(rng.normal(0, 0.5, 6), B, 1)               # the network's jitter
+        frames.append(CropOutput(points=landmarks, presence=1.0, G=G_net, H=H, landmarks=landmarks))
+
+    def track(temporal):
+        monkeypatch.setattr(tracking, "REFIT_TEMPORAL", temporal)
+        basis, previous, c = ExpressionBasis(B, std), None, []
+        for out in frames:
+            previous = refit(out, basis, previous).G
+            c.append(np.einsum("kvj,vj->k", B, previous - G))
+        return np.array(c)
+
+    shipped = tracking.REFIT_TEMPORAL
+    free, held = track(0.0), track(shipped)
+    jitter = lambda c: np.linalg.norm(np.diff(c[2:20], axis=0), axis=1).mean()     # noqa: E731
+    assert jitter(held) < 0.8 * jitter(free)
+    step = np.abs(c_true[-1]).max()
+    assert np.abs(held[20] - c_true[-1]).max() < 0.5 * step             # most of the way on the frame it comes
+    assert np.abs(held[21:] - c_true[-1]).max() < 0.1 * step            # and there from the next on
+    alone = [np.einsum("kvj,vj->k", B, refit(out, ExpressionBasis(B, std)).G - G) for out in frames]
+    np.testing.assert_allclose(free, alone, atol=1e-9)                  # τ = 0: each frame on its own
