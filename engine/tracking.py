@@ -52,8 +52,8 @@ CHIN_POINTS = (152, 148, 176, 377, 400)
 # τ, px² per cm² of a 256² crop: a temporal prior τ‖c − c_{t−1}‖² on the refit's coefficients, centred on the last
 # frame's shape (a random walk: the face moves little between frames, the network's G jitters more). What it
 # steadies is the network's per-frame jitter, which the landmarks' flow cannot reach. 20: common-guard stability
-# 0.884 → 0.861 × MediaPipe's (Obama), 0.801 → 0.750 (Lily), 0.78/0.80 → 0.73/0.75 (synthetic performers), their
-# motion against the truth −0.004 and expression r within ±0.01; it lags the ARKit values by under half a frame
+# 0.884 → 0.861 × MediaPipe's (Obama), 0.801 → 0.747 (Lily), 0.78/0.80 → 0.73/0.75 (synthetic performers), their
+# motion against the truth −0.004 and expression r within ±0.02; it lags the ARKit values by under half a frame
 # (pucker 0.33–0.43, others 0.1–0.24) (docs/BENCHMARKS.md, "Issue #11, eighth step").
 REFIT_TEMPORAL = 20.0
 
