@@ -146,7 +146,9 @@ class ExpressionBasis:
 
     def __init__(self, directions: np.ndarray, std: np.ndarray, crop_size: int = REFIT_PRIOR_CROP):
         self.axis_first = np.ascontiguousarray(np.asarray(directions, np.float64).transpose(2, 1, 0))   # [3,468,K]
-        self.flat = self.axis_first.reshape(-1, self.axis_first.shape[-1])                # [3·468,K], G.T's order
+        # [K,3·468]: the coefficients that best give a shape change laid out as G.T.ravel() (least squares: a
+        # package's directions are checked for unit norm, not for being orthogonal)
+        self.coefficients = np.linalg.pinv(self.axis_first.reshape(-1, self.axis_first.shape[-1]))
         # The prior's precision on the coefficients c [K,K], against residuals in crop pixels: ρ/σ_k² on each, and
         # λ on the chin height they add, Σ_v (B_v,y·c)² (REFIT_PRIOR, REFIT_CHIN, stated for a 256² crop); with
         # the last frame's shape known, τ on the change since then too (REFIT_TEMPORAL): `following`.
@@ -160,7 +162,7 @@ class ExpressionBasis:
     def prior_mean(self, G: np.ndarray, previous: np.ndarray) -> np.ndarray:
         """μ of the prior (c − μ)ᵀ·following·(c − μ) = cᵀ·precision·c + τ‖c − m‖² + const, where m [K] is the
         last frame's shape `previous` [468,3] in the basis, from this frame's network shape G [468,3]."""
-        m = self.flat.T @ (np.asarray(previous, np.float64) - G).T.ravel()
+        m = self.coefficients @ (np.asarray(previous, np.float64) - G).T.ravel()
         return np.linalg.solve(self.following, self.temporal * m)
 
 
