@@ -146,9 +146,6 @@ class ExpressionBasis:
 
     def __init__(self, directions: np.ndarray, std: np.ndarray, crop_size: int = REFIT_PRIOR_CROP):
         self.axis_first = np.ascontiguousarray(np.asarray(directions, np.float64).transpose(2, 1, 0))   # [3,468,K]
-        # [K,3·468]: the coefficients that best give a shape change laid out as G.T.ravel() (least squares: a
-        # package's directions are checked for unit norm, not for being orthogonal)
-        self.coefficients = np.linalg.pinv(self.axis_first.reshape(-1, self.axis_first.shape[-1]))
         # The prior's precision on the coefficients c [K,K], against residuals in crop pixels: ρ/σ_k² on each, and
         # λ on the chin height they add, Σ_v (B_v,y·c)² (REFIT_PRIOR, REFIT_CHIN, stated for a 256² crop); with
         # the last frame's shape known, τ on the change since then too (REFIT_TEMPORAL): `following`.
@@ -156,14 +153,18 @@ class ExpressionBasis:
         chin_y = self.axis_first[1, list(CHIN_POINTS)]                                    # [5,K]
         self.precision = scale2 * (np.diag(REFIT_PRIOR / np.asarray(std, np.float64) ** 2)
                                    + REFIT_CHIN * chin_y.T @ chin_y)
-        self.temporal = scale2 * REFIT_TEMPORAL
-        self.following = self.precision + self.temporal * np.eye(len(self.precision))
+        temporal = scale2 * REFIT_TEMPORAL
+        self.following = self.precision + temporal * np.eye(len(self.precision))
+        # [K,3·468]: μ of the prior (c − μ)ᵀ·following·(c − μ) = cᵀ·precision·c + τ‖c − m‖² + const from a shape
+        # change laid out as G.T.ravel(), m its coefficients by least squares (a package's directions are checked
+        # for unit norm, not for being orthogonal): one matrix, so a frame pays one product
+        coefficients = np.linalg.pinv(self.axis_first.reshape(-1, self.axis_first.shape[-1]))
+        self._mean_of_change = np.linalg.solve(self.following, temporal * coefficients)
 
     def prior_mean(self, G: np.ndarray, previous: np.ndarray) -> np.ndarray:
-        """μ of the prior (c − μ)ᵀ·following·(c − μ) = cᵀ·precision·c + τ‖c − m‖² + const, where m [K] is the
-        last frame's shape `previous` [468,3] in the basis, from this frame's network shape G [468,3]."""
-        m = self.coefficients @ (np.asarray(previous, np.float64) - G).T.ravel()
-        return np.linalg.solve(self.following, self.temporal * m)
+        """μ [K] of the `following` prior: the last frame's shape `previous` [468,3] in the basis, from this frame's
+        network shape G [468,3]."""
+        return self._mean_of_change @ (np.asarray(previous, np.float64) - G).T.ravel()
 
 
 def refit(out: CropOutput, basis: ExpressionBasis | None = None, previous: np.ndarray | None = None) -> CropOutput:
@@ -182,11 +183,9 @@ def refit(out: CropOutput, basis: ExpressionBasis | None = None, previous: np.nd
     if basis is None:
         H = pose.gauss_newton(G, y, out.H, REFIT_STEPS)
     else:
-        if previous is None:
-            H, c = pose.gauss_newton_expression(G, y, out.H, basis.axis_first, basis.precision, JOINT_STEPS)
-        else:
-            H, c = pose.gauss_newton_expression(G, y, out.H, basis.axis_first, basis.following, JOINT_STEPS,
-                                                basis.prior_mean(G, previous))
+        precision, mean = ((basis.precision, None) if previous is None
+                           else (basis.following, basis.prior_mean(G, previous)))
+        H, c = pose.gauss_newton_expression(G, y, out.H, basis.axis_first, precision, JOINT_STEPS, mean)
         G = G + (basis.axis_first @ c).T
     return CropOutput(points=pose.project(G, H), presence=out.presence, G=G, H=H, z=out.z, landmarks=out.landmarks)
 
