@@ -15,7 +15,7 @@ import threading
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine import options
+from engine import options, prompts
 from engine.errors import UserError
 
 CLIPS = ("enroll", "perform")
@@ -33,30 +33,12 @@ class Prompt:
     clip: str | None         # "enroll" | "perform" | None: a get-ready pause, not recorded
 
 
-# (key, text, share of the enrollment clip): expressions the DAM must see, then the head poses I2ZNet must see
-ENROLL_SCRIPT = (
-    ("neutral", "Relax and look straight at the camera", 3),
-    ("blink", "Blink slowly, a few times", 3),
-    ("smile", "Smile wide… and relax", 3),
-    ("jaw", "Open your jaw wide… and close it", 3),
-    ("brows", "Raise your eyebrows high", 3),
-    ("frown", "Frown: pull your brows down and together", 3),
-    ("pucker", "Pucker your lips, as for a kiss", 3),
-    ("look", "Slowly turn your head to the left", 2.25),
-    ("look", "… and to the right", 2.25),
-    ("look", "Now tilt your head up", 2.25),
-    ("look", "… and down", 2.25),
-)
 PERFORM_TEXT = "Perform as you will, in your usual place: talk, react, move as you do when you stream"
 
 
 def enrollment_script(seconds: float = 30.0) -> list[Prompt]:
-    """The enrollment prompts, their shares scaled to `seconds` in all (the last one takes the rounding)."""
-    total = sum(share for *_, share in ENROLL_SCRIPT)
-    prompts = [Prompt(key, text, seconds * share / total, "enroll") for key, text, share in ENROLL_SCRIPT]
-    rest = seconds - sum(p.seconds for p in prompts[:-1])
-    prompts[-1] = Prompt(prompts[-1].key, prompts[-1].text, rest, "enroll")
-    return prompts
+    """The enrollment prompts (engine.prompts, which the synthetic performer acts out too), scaled to `seconds`."""
+    return [Prompt(step.key, step.text, t, "enroll") for step, t in prompts.timed(seconds)]
 
 
 def full_script(enroll_seconds: float = 30.0, perform_seconds: float = 30.0, get_ready: float = 3.0) -> list[Prompt]:

@@ -32,7 +32,8 @@ def _synth(args) -> None:
     from engine import synth
 
     synth.write_clip(args.out, frames=args.frames, domain=args.domain, seed=args.seed,
-                     size=(args.width, args.height), face_image=args.face, ict=args.ict)
+                     size=(args.width, args.height), face_image=args.face, ict=args.ict,
+                     script=args.script)
 
 
 def _enroll(args) -> None:
@@ -169,6 +170,9 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
     s.add_argument("--face", type=Path, help="build the performer from this photo instead of skimage's astronaut")
     s.add_argument("--ict", type=Path, help="expressions from this ICT-FaceKit delta file (npz: names, deltas, "
                    "neutral) instead of the procedural fields")
+    s.add_argument("--script", choices=("enroll",), help="act out the guided enrollment's prompts (each expression "
+                   "on its own, one-sided smiles, head turns) instead of random expressions, as a performer's "
+                   "enrollment clip would")
     s.set_defaults(run=_synth)
 
     e = sub.add_parser("enroll", help="teacher landmarks, pose, crops and unwrapped textures of enrollment video")

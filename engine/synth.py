@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 from tqdm import tqdm
 
-from engine import expressions, options, pose
+from engine import expressions, options, pose, prompts
 from engine.errors import UserError
 from engine.render import Lighting
 
@@ -41,6 +41,8 @@ TEXTURE_SIZE = 256
 GAZE_LIMITS_DEG = np.array([25.0, 15.0])          # yaw, pitch of the gaze targets
 GAZE_SEED_STREAM = 1                              # the gaze draws from its own stream: other tracks stay as they were
 BLINK_CLOSED = 0.5                                # a lid field past this hides the iris (export.expressions' hold)
+SCRIPTS = (None, "enroll")                        # what the performer does: random tracks, or the guided prompts
+GUIDED_SWAY = 0.2                                 # of the random head motion, kept under the guided prompts
 SACCADE_FRAMES = 3                                # frame steps a gaze jump takes: 120 ms at 25 fps (people: 30–100)
 SCLERA, IRIS, PUPIL = (228, 222, 214), (78, 52, 34), (12, 8, 8)
 IRIS_RADIUS, PUPIL_RADIUS = 0.18, 0.075           # eye widths (an 11.5 mm iris on a 32 mm eye; as painted before)
@@ -310,10 +312,21 @@ def eye_texture(base: np.ndarray, eyes: list[EyeTexels], G: np.ndarray, gaze: np
     return out
 
 
+def guided_tracks(rng: np.random.Generator, n: int, size: tuple[int, int], face_height_cm: float):
+    """(H [n,6], expr [n,E]) of a performer following the guided enrollment (engine.prompts): each expression on
+    its own, then the head turned to each side, with a small sway of the head throughout."""
+    expr, turn = prompts.act(expressions.NAMES, n, FPS, rng)
+    H = pose_path(rng, n, size, face_height_cm)
+    H[:, 1:4] *= GUIDED_SWAY
+    H[:, 1:3] += turn * np.radians(POSE_LIMITS_DEG[:2])
+    return H, expr.astype(np.float32)
+
+
 def write_clip(out: str | Path, frames: int, domain: str, seed: int, size: tuple[int, int] = (640, 480),
-               face_image: str | Path | None = None, ict: str | Path | None = None) -> Path:
+               face_image: str | Path | None = None, ict: str | Path | None = None, script: str | None = None) -> Path:
     """Render a clip; returns the output folder (video.mp4, gt.npz, meta.json). `ict`: an ICT-FaceKit delta file
-    whose scanned blendshapes make the expressions (expressions.ict_basis) instead of the procedural fields."""
+    whose scanned blendshapes make the expressions (expressions.ict_basis) instead of the procedural fields.
+    `script`: "enroll" acts out the guided enrollment's prompts (guided_tracks) instead of random expressions."""
     from engine import canonical
     from engine.render import OffscreenRenderer
     from engine.topology import topology
@@ -321,6 +334,8 @@ def write_clip(out: str | Path, frames: int, domain: str, seed: int, size: tuple
 
     if frames < 1:
         raise UserError(f"--frames must be ≥ 1 (got {frames})")
+    if script not in SCRIPTS:
+        raise UserError(f"--script must be one of {', '.join(s for s in SCRIPTS if s)} (got {script!r})")
     fields = None if ict is None else expressions.ict_basis(str(ict))     # a bad file fails before OUT is made
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -328,8 +343,11 @@ def write_clip(out: str | Path, frames: int, domain: str, seed: int, size: tuple
     rng = np.random.default_rng(seed)
     shape = canonical.load()[0]
     face_height = float(shape[:, 1].max() - shape[:, 1].min())
-    H = pose_path(rng, frames, size, face_height)
-    expr = expression_track(rng, frames)
+    if script == "enroll":
+        H, expr = guided_tracks(rng, frames, size, face_height)
+    else:
+        H = pose_path(rng, frames, size, face_height)
+        expr = expression_track(rng, frames)
     G = expressions.apply(expr, fields)
     lids = expr[:, [expressions.NAMES.index(f"blink_{side}") for side in SIDES]]
     gaze = gaze_track(np.random.default_rng((seed, GAZE_SEED_STREAM)), frames, lids)
@@ -355,7 +373,7 @@ def write_clip(out: str | Path, frames: int, domain: str, seed: int, size: tuple
                             expr_names=np.array(expressions.NAMES), image_size=np.array(size),
                             gaze=gaze.astype(np.float32))
         options.write_file(tmp_gt, gt.getvalue())
-        meta = {"domain": domain, "seed": seed, "frames": frames, "fps": FPS, "size": list(size),
+        meta = {"domain": domain, "seed": seed, "frames": frames, "script": script or "random", "fps": FPS, "size": list(size),
                 "expressions": "procedural" if ict is None else f"ICT-FaceKit ({Path(ict).name})",
                 "H_units": "frame pixels", "gaze_units": "radians, (left, right) × (yaw, pitch)"}
         options.write_file(tmp_meta, json.dumps(meta, indent=2).encode())

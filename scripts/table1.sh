@@ -37,7 +37,8 @@ for pair in $pairs; do
   case $pair in
     synthetic|synthetic_ict)
       ict=(); [ "$pair" = synthetic_ict ] && ict=(--ict ../shared/data/mesh/ict_facekit/ict_expression_deltas.npz)
-      $ft synth --out "$d/enroll" --frames 240 --domain lab --seed 1 "${ict[@]}"
+      # The enrollment as a performer records it in the studio: 30 s of the guided prompts (engine.prompts).
+      $ft synth --out "$d/enroll" --frames 750 --domain lab --seed 1 --script enroll "${ict[@]}"
       # 30 s of the new place, as the issue's default build: on 6 s adaptation left I2ZNet alone less accurate on a
       # new clip of that place (docs/BENCHMARKS.md, "Issue #11, eighth step").
       $ft synth --out "$d/new_env" --frames 750 --domain wild --seed 2 "${ict[@]}"

@@ -1,7 +1,8 @@
 import numpy as np
 import pytest
 
-from engine import canonical, expressions, synth
+from engine import canonical, expressions, prompts, synth
+from engine.errors import UserError
 
 
 def test_fields_move_the_right_places():
@@ -36,6 +37,38 @@ def test_tracks_are_smooth_bounded_and_seeded():
     expr = synth.expression_track(rng(), 300)
     assert expr.shape == (300, len(expressions.NAMES)) and expr.min() >= 0 and expr.max() <= 1
     assert (expr.max(0) > 0.3).sum() >= 6                                   # most expressions show up
+
+
+def test_the_guided_performer_shows_each_expression_on_its_own_then_turns_the_head():
+    names = expressions.NAMES
+    H, expr = synth.guided_tracks(np.random.default_rng(1), 750, (640, 480), 17.0)
+    assert expr.shape == (750, len(names)) and expr.min() >= 0 and expr.max() <= 1
+    steps = prompts.spans(750, synth.FPS)
+    assert steps[-1][1].stop == 750
+    for step, frames in steps:
+        span = expr[frames]
+        asked = [names.index(f) for f in step.fields]
+        if asked:       # what the prompt asks for peaks here, and nothing else moves
+            assert span[:, asked].max() > 0.7
+            assert np.delete(span, asked, axis=1).max() == 0.0
+        else:
+            assert span.max() == 0.0
+        if step.turn != (0.0, 0.0):     # a look step turns the head most of the way to that side
+            k = int(np.argmax(np.abs(step.turn)))
+            peak = np.degrees(H[frames, 1 + k]) * np.sign(step.turn[k])
+            assert peak.max() > 0.7 * synth.POSE_LIMITS_DEG[k]
+    one_sided = [f for step, _ in steps for f in step.fields if len(step.fields) == 1 and "smile" in f]
+    assert sorted(one_sided) == ["smile_left", "smile_right"]      # each side on its own, not only a symmetric smile
+    assert np.corrcoef(expr[:, names.index("smile_left")], expr[:, names.index("smile_right")])[0, 1] < 0.6
+    assert np.degrees(np.abs(np.diff(H[:, 1:4], axis=0))).max() < 3.0
+
+
+def test_synth_acts_out_the_script_it_is_given(tmp_path):
+    out = synth.write_clip(tmp_path / "clip", frames=6, domain="lab", seed=1, size=(160, 120), script="enroll")
+    assert '"script": "enroll"' in (out / "meta.json").read_text()
+    with pytest.raises(UserError, match="--script must be one of enroll"):
+        synth.write_clip(tmp_path / "other", frames=6, domain="lab", seed=1, script="talk")
+    assert not (tmp_path / "other").exists()
 
 
 @pytest.fixture

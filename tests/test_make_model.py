@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from engine import prompts
 from app.build_process import STAGE_WEIGHTS, BuildProcess, describe_eta
 from app.guided import CLIPS, GuidedRecording, TapRecorder, enrollment_script, full_script
 from app import make_model as mm
@@ -69,6 +70,8 @@ def test_prompt_script_covers_the_expressions_and_the_time():
         assert all(p.seconds > 0 and p.clip == "enroll" for p in script)
     keys = {p.key for p in enrollment_script()}
     assert {"neutral", "blink", "smile", "jaw", "brows", "frown", "pucker", "look"} <= keys
+    smiles = " ".join(p.text for p in enrollment_script() if p.key == "smile")
+    assert "left side" in smiles and "right side" in smiles      # one-sided smiles for the expression basis
     looks = " ".join(p.text for p in enrollment_script() if p.key == "look")
     assert all(w in looks for w in ("left", "right", "up", "down"))
     full = full_script(30, 20, get_ready=3)
@@ -120,7 +123,8 @@ def test_guided_recording_follows_the_clock_and_aborts_cleanly(tmp_path):
     rec.feed(image, t=101.1)
     s = rec.status()
     assert s.prompt.key == "neutral" and s.state == "recording" and rec.frames["enroll"] == 1
-    assert s.prompt_left == pytest.approx(3.0 * 3 / 30 - 0.1)
+    total = sum(step.share for step in prompts.ENROLL)        # the neutral prompt's share of the 3 s
+    assert s.prompt_left == pytest.approx(3.0 * 3 / total - 0.1)
     with pytest.raises(Exception, match="changed frame size"):
         rec.feed(np.zeros((40, 64, 3), np.uint8), t=101.2)
     rec.abort()
