@@ -373,7 +373,8 @@ def write_clip(out: str | Path, frames: int, domain: str, seed: int, size: tuple
                             expr_names=np.array(expressions.NAMES), image_size=np.array(size),
                             gaze=gaze.astype(np.float32))
         options.write_file(tmp_gt, gt.getvalue())
-        meta = {"domain": domain, "seed": seed, "frames": frames, "script": script or "random", "fps": FPS, "size": list(size),
+        meta = {"domain": domain, "seed": seed, "frames": frames, "script": script or "random", "fps": FPS,
+                "size": list(size),
                 "expressions": "procedural" if ict is None else f"ICT-FaceKit ({Path(ict).name})",
                 "H_units": "frame pixels", "gaze_units": "radians, (left, right) × (yaw, pitch)"}
         options.write_file(tmp_meta, json.dumps(meta, indent=2).encode())
