@@ -230,7 +230,7 @@ class TrackWorker(Worker):
         self.own_ranges = {**(self.own_ranges or {}), **measured}
         self.estimator.set_ranges(self._effective_ranges(self._tracker))
         self.range_measures += 1
-        words = dict.fromkeys(RANGE_WORDS[key] for key in measured)       # in order, once each
+        words = dict.fromkeys(RANGE_WORDS[key] for key in measured if key in RANGE_WORDS)   # in order, once each
         self.say(f"range measured ({', '.join(words)}): 1 is now your widest")
 
     def _outputs(self, item: Tracked, stages: dict) -> None:

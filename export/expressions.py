@@ -19,7 +19,8 @@ gaze (see `ExpressionEstimator.gaze`); without it eyeLook* are 0 and the blinks 
 Shapes we cannot see (cheek puff, tongue...) are 0. Pure numpy; no torch.
 
 A performer package carries the range its model read on its own enrollment (`expression_ranges`): each value
-then reaches 1 at that performer's widest, not at an average face's (`ExpressionEstimator(ranges=...)`).
+then reaches 1 at that performer's widest, not at an average face's (`ExpressionEstimator(ranges=...)`), and the
+smile no longer falls as the jaw opens (the jaw's pull on their mouth corners, JAW_PULL).
 Per performer, `tune` reshapes each value with a dead zone and a gain (the studio saves them per package), and
 `ExpressionEstimator.neutral_state()` / `set_neutral_state()` carry a calibration as plain JSON-able data.
 """
@@ -116,10 +117,12 @@ def _ramp(x: float, key: str, gains: dict = GAINS) -> float:
     return min(max(float(x - start) / (full - start), 0.0), 1.0)     # plain floats: ~50 ramps a frame
 
 
-def _drives(m: dict[str, float], n: dict[str, float]) -> dict[str, tuple[str, float]]:
+def _drives(m: dict[str, float], n: dict[str, float], jaw_pull: float = 0.0) -> dict[str, tuple[str, float]]:
     """What each value ramps on: {name: (GAINS key, the change of its measure from the neutral n)} for the
-    measures m of a frame. lipProtrusion and lipGap are not ARKit names: they make mouthFunnel and mouthPucker."""
+    measures m of a frame; the smile's less `jaw_pull` × the chin's opening travel (JAW_PULL). lipProtrusion and
+    lipGap are not ARKit names: they make mouthFunnel and mouthPucker."""
     d = {k: m[k] - n[k] for k in m}
+    pulled = jaw_pull * max(d["chin"], 0.0)
     out = {
         "jawOpen": ("jawOpen", d["chin"]),
         "mouthClose": ("mouthClose", LIP_TO_CHIN_TRAVEL * d["chin"] - d["lipGap"]),
@@ -134,15 +137,16 @@ def _drives(m: dict[str, float], n: dict[str, float]) -> dict[str, tuple[str, fl
         closed = 1.0 - m[f"aperture_{side}"] / n[f"aperture_{side}"]
         out[f"eyeBlink{S}"] = ("eyeBlink", closed)
         out[f"eyeWide{S}"] = ("eyeWide", -closed)
-        out[f"mouthSmile{S}"] = ("mouthSmile", d[f"cornerUp_{side}"] + d[f"cornerOut_{side}"])
+        out[f"mouthSmile{S}"] = ("mouthSmile", d[f"cornerUp_{side}"] + d[f"cornerOut_{side}"] - pulled)
         out[f"browOuterUp{S}"] = ("browOuterUp", d[f"browOuterUp_{side}"])
         out[f"browDown{S}"] = ("browDown", -d[f"browInnerUp_{side}"] - d[f"browInnerOut_{side}"])
     return out
 
 
-def _activations(m: dict[str, float], n: dict[str, float], gains: dict = GAINS) -> dict[str, float]:
+def _activations(m: dict[str, float], n: dict[str, float], gains: dict = GAINS,
+                 jaw_pull: float = 0.0) -> dict[str, float]:
     """ARKit values from the measures m of a frame and n of the neutral face."""
-    out = {name: _ramp(x, key, gains) for name, (key, x) in _drives(m, n).items()}
+    out = {name: _ramp(x, key, gains) for name, (key, x) in _drives(m, n, jaw_pull).items()}
     # Both pout the lips forward; an open "O" is a funnel, closed lips are a pucker.
     protrusion, opened = out.pop("lipProtrusion"), out.pop("lipGap")
     out["mouthFunnel"], out["mouthPucker"] = protrusion * opened, protrusion * (1.0 - opened)
@@ -162,6 +166,18 @@ RANGE_PERCENTILE = 99       # the enrollment's widest, less its outliers (a 3 s 
 # head's unprompted jaw, pucker or frown: 4.5–6.6 ×, docs/BENCHMARKS.md).
 RANGE_MAX_GAIN = 4.0
 RANGE_SNR = 10.0
+# The jaw's pull on the mouth corners. Opening the jaw drags them down and in (the ICT-FaceKit scans: down by 0.26
+# of the chin's travel, and inwards), so the smile's measure falls as the jaw opens and a laugh reads as no smile,
+# though ARKit's jawOpen and mouthSmile are independent controls (an avatar's jawOpen lowers its corners itself).
+# The range also carries the performer's own pull k (key JAW_PULL, in [JAW_PULL_MIN, 0]): the median smile change
+# over the median chin travel on the frames where the enrollment's jaw is at least JAW_PULL_OPEN of its widest
+# (the guided script opens it alone; in a talking head, speech does); the smile then ramps on its change less
+# k × the chin's opening travel. Measured where the jaw's widest is RANGE_SNR times its jitter (not FULL / 4: a
+# ratio needs no wide jaw) on JAW_PULL_FRAMES frames or more.
+# On the ICT performer's held-out clip smile R r 0.78 → 0.88 (k −0.52); Obama's enrollment −0.46, Lily's −0.20, the
+# procedural performer, whose corners stay put, −0.06 (docs/BENCHMARKS.md, "tenth step").
+JAW_PULL = "mouthSmile/jawOpen"
+JAW_PULL_OPEN, JAW_PULL_FRAMES, JAW_PULL_MIN = 0.5, 10, -1.0
 
 
 def _jitter(x: np.ndarray) -> float:
@@ -175,16 +191,19 @@ def expression_ranges(G: np.ndarray, eyes: list | None = None, neutral: dict | N
     """The performer's range {RANGED key: FULL} from consecutive frames of them: per key the RANGE_PERCENTILE of its
     measure's change from the neutral face over frames G [T,468,3] (both sides pooled; for eyeBlinkIris, of the
     closing of the iris-model aperture of `eyes`, FaceResult.eyes per frame), capped at GAINS' FULL; a key the clip
-    did not show (see RANGE_SNR) is left out. The neutral: `neutral` (measures) and `rest_eyes` ({side: aperture}),
+    did not show (see RANGE_SNR) is left out. With the jaw seen, also the jaw's pull on the smile (JAW_PULL), and
+    the smile's range is taken without it. The neutral: `neutral` (measures) and `rest_eyes` ({side: aperture}),
     e.g. a calibrated ExpressionEstimator's, else the clip's median face and apertures (an enrollment rests most)."""
     G = np.asarray(G, np.float64)
     G = G[np.isfinite(G).all((1, 2))]
     if not len(G):
         return {}
     n = measures(np.median(G, 0)) if neutral is None else neutral
+    frames = [measures(g) for g in G]
+    pull = _jaw_pull(frames, n)
     series: dict[str, dict[str, list[float]]] = {key: {} for key in RANGED}
-    for g in G:
-        for name, (key, x) in _drives(measures(g), n).items():
+    for m in frames:
+        for name, (key, x) in _drives(m, n, pull.get(JAW_PULL, 0.0)).items():
             if key in series:
                 series[key].setdefault(name, []).append(x)
     seen = [e for e in (eyes or []) if e is not None]
@@ -193,25 +212,43 @@ def expression_ranges(G: np.ndarray, eyes: list | None = None, neutral: dict | N
             aperture = np.array([e[side]["aperture"] for e in seen], np.float64)
             rest = float(np.median(aperture)) if rest_eyes is None else float(rest_eyes[side])
             series["eyeBlinkIris"][side] = list(1.0 - aperture / max(rest, 1e-6))
-    out = {}
-    for key, by_name in series.items():
-        if not by_name:
-            continue
-        reach = float(np.percentile(np.concatenate(list(by_name.values())), RANGE_PERCENTILE))
-        jitter = float(np.median([_jitter(np.asarray(x)) for x in by_name.values()]))
-        full = GAINS[key][1]
-        if reach >= full / RANGE_MAX_GAIN and reach >= RANGE_SNR * jitter:
-            out[key] = round(min(reach, full), 6)
-    return out
+    out = {key: full for key, by_name in series.items() if by_name and (full := _shown(key, by_name)) is not None}
+    return {**out, **pull}
+
+
+def _shown(key: str, by_name: dict[str, list[float]]) -> float | None:
+    """A measure's FULL from its changes (per name, pooled), when the clip showed it (RANGE_SNR), else None."""
+    reach = float(np.percentile(np.concatenate([np.asarray(x) for x in by_name.values()]), RANGE_PERCENTILE))
+    jitter = float(np.median([_jitter(np.asarray(x)) for x in by_name.values()]))
+    full = GAINS[key][1]
+    return round(min(reach, full), 6) if reach >= full / RANGE_MAX_GAIN and reach >= RANGE_SNR * jitter else None
+
+
+def _jaw_pull(frames: list[dict], n: dict) -> dict[str, float]:
+    """{JAW_PULL: k} from the frames' measures, or {} when the jaw's widest is not RANGE_SNR times its jitter or
+    fewer than JAW_PULL_FRAMES frames open it past JAW_PULL_OPEN of that."""
+    chin = np.array([m["chin"] - n["chin"] for m in frames])
+    widest = float(np.percentile(chin, RANGE_PERCENTILE))
+    open_ = np.flatnonzero(chin >= JAW_PULL_OPEN * widest)
+    if widest < RANGE_SNR * _jitter(chin) or len(open_) < JAW_PULL_FRAMES:
+        return {}
+    smile = [x for t in open_ for key, x in _drives(frames[t], n).values() if key == "mouthSmile"]   # both sides
+    k = float(np.median(smile) / np.median(chin[open_]))
+    return {JAW_PULL: round(min(max(k, JAW_PULL_MIN), 0.0), 6)}
 
 
 def check_ranges(ranges) -> dict[str, float]:
     """Stored ranges, checked: an object of RANGED keys, each a number in [FULL / RANGE_MAX_GAIN, FULL] of its
-    GAINS entry. Returns them as floats; raises ValueError with a short reason."""
+    GAINS entry, and JAW_PULL in [JAW_PULL_MIN, 0]. Returns them as floats; raises ValueError with a short reason."""
     if not isinstance(ranges, dict):
         raise ValueError("not an object")
     out = {}
     for key, full in ranges.items():
+        if key == JAW_PULL:
+            if isinstance(full, bool) or not isinstance(full, (int, float)) or not JAW_PULL_MIN <= full <= 0.0:
+                raise ValueError(f"{key} must be a number in {JAW_PULL_MIN:g}..0")
+            out[key] = float(full)
+            continue
         if key not in RANGED:
             raise ValueError(f"unknown measure {str(key)[:40]!r}")
         top = GAINS[key][1]
@@ -226,6 +263,8 @@ def ranged_gains(ranges: dict[str, float] | None) -> dict[str, tuple[float, floa
     keeps its share of the range)."""
     gains = dict(GAINS)
     for key, full in check_ranges(ranges or {}).items():
+        if key == JAW_PULL:
+            continue
         start, top = GAINS[key]
         gains[key] = (start * full / top, full)
     return gains
@@ -301,8 +340,11 @@ class ExpressionEstimator:
         self.set_ranges(ranges)
 
     def set_ranges(self, ranges: dict[str, float] | None) -> None:
-        """Ramp to the performer's own range (a package's `expression_ranges`), or GAINS' average face (None)."""
+        """Ramp to the performer's own range (a package's `expression_ranges`, with the jaw's pull on their smile),
+        or GAINS' average face (None)."""
+        ranges = check_ranges(ranges or {})
         self.gains = ranged_gains(ranges)
+        self.jaw_pull = ranges.get(JAW_PULL, 0.0)
 
     def reset_neutral(self) -> None:
         """Back to the face given at construction (the canonical one by default): forget a calibration."""
@@ -370,7 +412,7 @@ class ExpressionEstimator:
         """All 52 ARKit values for G; with `eyes` (FaceResult.eyes) blinks and eyeLook* come from the iris model,
         and `last_gaze` holds the gaze they were read from (else None)."""
         values = dict.fromkeys(ARKIT_NAMES, 0.0)
-        values.update(_activations(measures(G), self.neutral, self.gains))
+        values.update(_activations(measures(G), self.neutral, self.gains, self.jaw_pull))
         self.last_gaze = None
         if eyes is not None:
             values.update(self.blinks(eyes))

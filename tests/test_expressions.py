@@ -132,11 +132,12 @@ def _performer(jaw_peak: float, frames: int = 200, jitter: float = 0.003, seed: 
 def test_a_performer_range_makes_their_widest_read_one():
     """The range is read off the clip (its 99th percentile from the median face): the widest jaw then reads 1,
     where an average face's FULL reads it far lower; what the clip did not show keeps the average face's FULL."""
-    from export.expressions import GAINS, ExpressionEstimator, expression_ranges, measures
+    from export.expressions import GAINS, JAW_PULL, ExpressionEstimator, expression_ranges, measures
 
     G = _performer(0.6)
     ranges = expression_ranges(G)
-    assert set(ranges) == {"jawOpen"}                            # the jitter alone shows nothing else
+    assert set(ranges) == {"jawOpen", JAW_PULL}                  # the jitter alone shows nothing else
+    assert ranges[JAW_PULL] == pytest.approx(0.0, abs=0.02)      # the procedural jaw leaves the corners where they are
     S = canonical.load()[0]
     widest = G[len(G) // 2]
     reach = measures(widest)["chin"] - measures(np.median(G, 0))["chin"]
@@ -149,12 +150,35 @@ def test_a_performer_range_makes_their_widest_read_one():
     assert own(widest)["jawOpen"] == plain(widest)["jawOpen"]
 
 
+def test_the_jaws_pull_on_the_corners_is_taken_off_the_smile(ict_file):
+    """On the ICT scans an open jaw drags the mouth corners down and in: a laugh (jaw and smile at once) read the
+    smile far weaker than the smile alone. The range measures that pull where the enrollment opens the jaw alone,
+    and the smile then reads the same with the jaw open or shut; the jaw alone still reads no smile."""
+    from export.expressions import JAW_PULL, ExpressionEstimator, expression_ranges
+
+    F = dict(zip(expressions.NAMES, expressions.ict_basis(str(ict_file)).astype(np.float64)))
+    S = canonical.load()[0].astype(np.float64)
+    bump = np.clip(1 - ((np.arange(40) - 20) / 12.0) ** 2, 0, 1)[:, None, None]
+    rest, jaw, smile = np.repeat(S[None], 40, 0), S + bump * F["jaw_open"], S + bump * 0.8 * F["smile_left"]
+    rng = np.random.default_rng(0)
+    enrollment = np.concatenate([rest, jaw, rest, smile, rest]) + rng.normal(0, 0.003, (200, *S.shape))
+    ranges = expression_ranges(enrollment)
+    assert -0.45 < ranges[JAW_PULL] < -0.15                        # the scans: down 0.26 of the chin, and inwards
+    laugh = S + F["jaw_open"] + 0.8 * F["smile_left"]
+    plain, own = ExpressionEstimator(S), ExpressionEstimator(S, ranges=ranges)
+    alone, opened = own(S + 0.8 * F["smile_left"])["mouthSmileLeft"], own(laugh)["mouthSmileLeft"]
+    assert alone > 0.9 and opened > 0.85 * alone                   # the smile reads through the open jaw
+    assert plain(laugh)["mouthSmileLeft"] < 0.6 * plain(S + 0.8 * F["smile_left"])["mouthSmileLeft"]
+    assert own(S + F["jaw_open"])["mouthSmileLeft"] == 0.0         # the jaw alone is no smile
+
+
 def test_a_clip_that_never_shows_an_expression_keeps_the_average_face():
     """Jitter, or a movement too small to be the performer's widest (under FULL / RANGE_MAX_GAIN), is no range."""
-    from export.expressions import expression_ranges
+    from export.expressions import JAW_PULL, expression_ranges
 
     assert expression_ranges(_performer(0.0, jitter=0.01)) == {}
-    assert expression_ranges(_performer(0.3)) == {}                # 0.07 IOD: under FULL / 4
+    # 0.07 IOD: under FULL / 4, so no FULL; the jaw's pull (a ratio) needs no wide jaw, and this one pulls nothing
+    assert expression_ranges(_performer(0.3)) == {JAW_PULL: pytest.approx(0.0, abs=0.02)}
     assert expression_ranges(np.full((5, 468, 3), np.nan)) == {}
 
 
@@ -176,7 +200,9 @@ def test_iris_blinks_take_the_performer_range_too():
 
 @pytest.mark.parametrize("ranges,match", [
     ({"jawOpen": 5.0}, "jawOpen must be a number in"), ({"jawOpen": True}, "jawOpen must be a number"),
-    ({"cheekPuff": 0.1}, "unknown measure"), ([1], "not an object")])
+    ({"cheekPuff": 0.1}, "unknown measure"), ([1], "not an object"),
+    ({"mouthSmile/jawOpen": 0.3}, r"mouthSmile/jawOpen must be a number in -1\.\.0"),
+    ({"mouthSmile/jawOpen": "down"}, "mouthSmile/jawOpen must be a number")])
 def test_stored_ranges_are_checked(ranges, match):
     from export.expressions import ExpressionEstimator
 

@@ -330,7 +330,7 @@ def test_the_track_step_ramps_to_the_package_range():
 def test_the_studio_measures_the_performers_range():
     """"Measure my range": the next seconds of faces give, from the calibrated neutral, where each shown measure
     reaches 1; it holds over the package's own and through a tracker swap; None gives the package's back."""
-    from export.expressions import GAINS
+    from export.expressions import GAINS, JAW_PULL
 
     tracker = JawTracker()
     step = TrackWorker(LatestSlot(), tracker)
@@ -340,7 +340,8 @@ def test_the_studio_measures_the_performers_range():
     step.process(Frame(image, 0.0, 0))                        # rest: the neutral
     step.measure_range(2.0)
     values = [step.process(Frame(image, k / 30, k)).expressions["jawOpen"] for k in range(1, 75)]
-    assert step.range_measures == 1 and set(step.own_ranges) == {"jawOpen"}
+    assert step.range_measures == 1 and set(step.own_ranges) == {"jawOpen", JAW_PULL}
+    assert step.own_ranges[JAW_PULL] == step.estimator.jaw_pull      # this jaw leaves the corners: no pull, no word
     assert list(step.messages)[-1] == "range measured (jaw): 1 is now your widest"
     assert step.estimator.gains["jawOpen"][1] == step.own_ranges["jawOpen"] < GAINS["jawOpen"][1]
     assert max(values[:60]) < 0.7                             # measured with the average face's range: short of 1
