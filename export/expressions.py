@@ -174,8 +174,8 @@ RANGE_SNR = 10.0
 # (the guided script opens it alone; in a talking head, speech does); the smile then ramps on its change less
 # k × the chin's opening travel. Measured where the jaw's widest is RANGE_SNR times its jitter (not FULL / 4: a
 # ratio needs no wide jaw) on JAW_PULL_FRAMES frames or more.
-# On the ICT performer's held-out clip smile R r 0.78 → 0.88 (k −0.52); Obama's enrollment −0.46, Lily's −0.20, the
-# procedural performer, whose corners stay put, −0.06 (docs/BENCHMARKS.md, "tenth step").
+# On the ICT performer's held-out clip smile R r 0.78 → 0.88 (k −0.52); Obama's enrollment −0.46 (Lily's shows too
+# little jaw); the procedural performer, whose corners stay put, −0.06 (docs/BENCHMARKS.md, "tenth step").
 JAW_PULL = "mouthSmile/jawOpen"
 JAW_PULL_OPEN, JAW_PULL_FRAMES, JAW_PULL_MIN = 0.5, 10, -1.0
 
