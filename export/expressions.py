@@ -225,12 +225,12 @@ def _shown(key: str, by_name: dict[str, list[float]]) -> float | None:
 
 
 def _jaw_pull(frames: list[dict], n: dict) -> dict[str, float]:
-    """{JAW_PULL: k} from the frames' measures, or {} when the jaw's widest is not RANGE_SNR times its jitter or
-    fewer than JAW_PULL_FRAMES frames open it past JAW_PULL_OPEN of that."""
+    """{JAW_PULL: k} from the frames' measures, or {} when the jaw never opens, its widest is not RANGE_SNR times its
+    jitter, or fewer than JAW_PULL_FRAMES frames open it past JAW_PULL_OPEN of that."""
     chin = np.array([m["chin"] - n["chin"] for m in frames])
     widest = float(np.percentile(chin, RANGE_PERCENTILE))
     open_ = np.flatnonzero(chin >= JAW_PULL_OPEN * widest)
-    if widest < RANGE_SNR * _jitter(chin) or len(open_) < JAW_PULL_FRAMES:
+    if not widest > 0 or widest < RANGE_SNR * _jitter(chin) or len(open_) < JAW_PULL_FRAMES:
         return {}
     smile = [x for t in open_ for key, x in _drives(frames[t], n).values() if key == "mouthSmile"]   # both sides
     k = float(np.median(smile) / np.median(chin[open_]))

@@ -177,6 +177,7 @@ def test_a_clip_that_never_shows_an_expression_keeps_the_average_face():
     from export.expressions import JAW_PULL, expression_ranges
 
     assert expression_ranges(_performer(0.0, jitter=0.01)) == {}
+    assert expression_ranges(_performer(0.0, jitter=0.0)) == {}     # a face that never moves: no ratio of nothing
     # 0.07 IOD: under FULL / 4, so no FULL; the jaw's pull (a ratio) needs no wide jaw, and this one pulls nothing
     assert expression_ranges(_performer(0.3)) == {JAW_PULL: pytest.approx(0.0, abs=0.02)}
     assert expression_ranges(np.full((5, 468, 3), np.nan)) == {}
