@@ -151,7 +151,7 @@ def test_a_performer_range_makes_their_widest_read_one():
 
 
 def test_the_jaws_pull_on_the_corners_is_taken_off_the_smile(ict_file):
-    """On the ICT scans an open jaw drags the mouth corners down and in: a laugh (jaw and smile at once) read the
+    """On the ICT scans an open jaw drags the mouth corners down and in: a laugh (jaw and smile at once) reads the
     smile far weaker than the smile alone. The range measures that pull where the enrollment opens the jaw alone,
     and the smile then reads the same with the jaw open or shut; the jaw alone still reads no smile."""
     from export.expressions import JAW_PULL, ExpressionEstimator, expression_ranges
