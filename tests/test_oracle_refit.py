@@ -1,6 +1,5 @@
 """scripts/oracle_refit.py: the shipped loop fed the truth's points reads the truth far better than with the teacher,
 and noise on those points costs accuracy (so the truth really is what the refit fits)."""
-import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -12,21 +11,14 @@ SAMPLE = Path("export/sample_package")
 FRAMES = 40
 
 
-def _oracle():
-    spec = importlib.util.spec_from_file_location("oracle_refit", "scripts/oracle_refit.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
-
-
 def _score(loop):
     r = evaluate((loop, {"tracker": "package", "model": str(SAMPLE), "package_sha256": None}),
                  SAMPLE / "synthetic.mp4", gt=SAMPLE / "synthetic_gt.npz", max_frames=FRAMES, threads=1)
     return r["nme_gt"], r["vertex_error_nonrigid"]
 
 
-def test_the_truths_points_make_the_package_read_the_truth():
-    oracle = _oracle()
+def test_the_truths_points_make_the_package_read_the_truth(script):
+    oracle = script("oracle_refit")
     truth = _load_gt(SAMPLE / "synthetic_gt.npz")
     shipped = _score(Tracker(SAMPLE, "cpu", 1))
     exact = _score(oracle.OracleLoop(SAMPLE, truth, noise=0.0))
