@@ -15,7 +15,8 @@ inverted, so the truth is exactly the angle the tracker's rule gives for the iri
 `facetrack eval` scores the measurement (landmarker, crops, head-pose foreshortening, calibration), not the
 eyeball-radius guess both sides share. The iris is painted per frame into the UV texels of the eye openings at
 the 3D place that rule gives (`EyeTexels`), so the lids cover it as they close; while a lid field is past
-BLINK_CLOSED the gaze is held (the iris is hidden there and such frames are not scored).
+BLINK_CLOSED the gaze is held (the iris is hidden there and such frames are not scored). Where the lids have
+nearly met, the opening shows the lid and its lashes instead of a sliver of eyeball (`LID_SHUT`).
 """
 from __future__ import annotations
 
@@ -47,6 +48,15 @@ SACCADE_FRAMES = 3                                # frame steps a gaze jump take
 SCLERA, IRIS, PUPIL = (228, 222, 214), (78, 52, 34), (12, 8, 8)
 IRIS_RADIUS, PUPIL_RADIUS = 0.18, 0.075           # eye widths (an 11.5 mm iris on a 32 mm eye; as painted before)
 SIDES = ("left", "right")                         # gaze's eye order
+# Where an eye opening's triangle has shrunk to LID_SHUT[1] of its resting area or less the lids read as shut: its
+# texels show the lid skin around the opening, darkened by the lashes (LASH_SHADE); from LID_SHUT[0] down they blend
+# in. A real eye shows no eyeball once its lids nearly meet, but the meshes' lids stop short of each other at a
+# full blink (the lid pairs are 2–20 % of their resting gap apart with the procedural field, 22–28 % with the ICT
+# scans carried onto our mesh), and the opening then drew a white line that the iris model read as an eye
+# 15–37 % closed (docs/BENCHMARKS.md, "eleventh step").
+LID_SHUT = (0.55, 0.3)
+LASH_SHADE = 0.55
+LID_RING = 3                                      # texels around an opening whose median colour is its lids' skin
 
 
 @dataclass
@@ -238,6 +248,8 @@ class EyeTexels:
     bary: np.ndarray        # [K, 3] its barycentric coordinates there (UV → any mesh, affine per triangle)
     rest: np.ndarray        # (along, down) of the resting iris centre from the corners' midpoint, eye widths
     aa: float               # one texel in eye widths: the width of the iris's soft edge
+    rest_area: np.ndarray   # [K] the resting (x, y) area of the triangle each texel is on, cm²
+    ring: tuple             # (rows, cols) of the texels just around the opening: its lids' skin
 
     @classmethod
     def build(cls, side: str, size: int) -> EyeTexels:
@@ -259,7 +271,9 @@ class EyeTexels:
         rest = (S[loop, :2].mean(0) - centre) / width              # as the static paint had it: the loop's centroid
         corners = topo.uv[list(expressions.EYE_CORNERS[side])]
         aa = 1.0 / (size * float(np.linalg.norm(corners[0] - corners[1])))
-        return cls(side, rows, cols, tris[best], bary[k, best], np.array([rest @ along, rest @ down]), aa)
+        ring = np.nonzero(cv2.dilate(mask, np.ones((2 * LID_RING + 1,) * 2, np.uint8)) - mask)
+        return cls(side, rows, cols, tris[best], bary[k, best], np.array([rest @ along, rest @ down]), aa,
+                   _areas(S, tris[best]), ring)
 
     def paint(self, texture: np.ndarray, G: np.ndarray, gaze: np.ndarray) -> None:
         """Paint this eye's iris and pupil into `texture` (in place; its opening holds the sclera) for mesh G
@@ -273,7 +287,26 @@ class EyeTexels:
         for radius, paint in ((IRIS_RADIUS, IRIS), (PUPIL_RADIUS, PUPIL)):
             a = np.clip((radius - d) / self.aa + 0.5, 0.0, 1.0)[:, None]
             colour = colour * (1.0 - a) + np.array(paint, np.float32) * a
+        lid = LASH_SHADE * np.median(texture[self.ring].astype(np.float32), 0)
+        shut = self.shut(G)[:, None]
+        colour = colour * (1.0 - shut) + lid * shut
         texture[self.rows, self.cols] = np.round(colour).astype(np.uint8)
+
+    def shut(self, G: np.ndarray) -> np.ndarray:
+        """[K] how far each texel's part of the opening reads as shut (0..1, LID_SHUT) for mesh G [468, 3]: where
+        its triangle has closed, and all of it once the whole opening has (a corner triangle the lids hardly move
+        does not stay open in a shut eye)."""
+        area = _areas(G, self.tri)
+        ratio = np.minimum(area / self.rest_area, area.sum() / self.rest_area.sum())
+        x = np.clip((LID_SHUT[0] - ratio) / (LID_SHUT[0] - LID_SHUT[1]), 0.0, 1.0)
+        return x * x * (3 - 2 * x)
+
+
+def _areas(G: np.ndarray, tri: np.ndarray) -> np.ndarray:
+    """[F] (x, y) areas of triangles tri [F, 3] of mesh G [V, 3]: the opening as the camera sees it head on."""
+    P = np.asarray(G, np.float64)[:, :2][tri]
+    u, v = P[:, 1] - P[:, 0], P[:, 2] - P[:, 0]
+    return 0.5 * np.abs(u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0])
 
 
 def _barycentric(p: np.ndarray, tri: np.ndarray) -> np.ndarray:

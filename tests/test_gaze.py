@@ -66,7 +66,7 @@ def eye_renderer():
         yield r, base, eyes, topo
 
 
-def _dark_centroids(eye_renderer, gaze_deg, blink: float = 0.0) -> dict:
+def _dark_centroids(eye_renderer, gaze_deg, blink: float = 0.0, dark: float = 110) -> dict:
     """Render a frontal face; per eye the centroid of the dark (iris) pixels from the corners' midpoint, in eye
     widths (x right, y down in the image), and their count."""
     from engine import pose
@@ -83,7 +83,7 @@ def _dark_centroids(eye_renderer, gaze_deg, blink: float = 0.0) -> dict:
     for side in synth.SIDES:
         loop = topo.loops[f"eye_{side}"]
         (x0, y0), (x1, y1) = np.floor(P[loop].min(0)).astype(int), np.ceil(P[loop].max(0)).astype(int)
-        ys, xs = np.nonzero(frame[y0:y1 + 1, x0:x1 + 1].mean(-1) < 110)
+        ys, xs = np.nonzero(frame[y0:y1 + 1, x0:x1 + 1].mean(-1) < dark)
         inner, outer = P[list(expressions.EYE_CORNERS[side])]
         width, mid = np.linalg.norm(inner - outer), (inner + outer) / 2
         centre = (np.array([xs.mean() + x0, ys.mean() + y0]) - mid) / width if len(xs) else np.full(2, np.nan)
@@ -103,9 +103,41 @@ def test_rendered_iris_moves_with_the_gaze(eye_renderer):
 
 
 def test_closed_lids_hide_the_iris(eye_renderer):
-    open_, shut = _dark_centroids(eye_renderer, (0, 0)), _dark_centroids(eye_renderer, (0, 0), blink=1.0)
+    # darker than the shut lid's lashes (synth.LASH_SHADE of this skin: ~88): the iris and pupil
+    open_, shut = _dark_centroids(eye_renderer, (0, 0), dark=75), _dark_centroids(eye_renderer, (0, 0), 1.0, dark=75)
     for side in synth.SIDES:
         assert open_[side][1] > 100 and shut[side][1] < 0.2 * open_[side][1]
+
+
+def _sclera_pixels(eye_renderer, blink: float) -> dict:
+    """Per eye, the rendered pixels inside its opening as bright as the painted eyeball (the skin is darker)."""
+    import cv2
+
+    from engine import pose
+
+    r, base, eyes, topo = eye_renderer
+    act = np.zeros(len(expressions.NAMES), np.float32)
+    act[[expressions.NAMES.index("blink_left"), expressions.NAMES.index("blink_right")]] = blink
+    G = expressions.apply(act).astype(np.float64)
+    H = np.array([14.0, 0.0, 0.0, 0.0, 160.0, 160.0])
+    r.set_texture(synth.eye_texture(base, eyes, G, np.zeros((2, 2))))
+    frame = r.render(pose.transform(G, H).astype(np.float32)).astype(float).mean(-1)
+    P, out = pose.project(G, H), {}
+    for side in synth.SIDES:
+        mask = np.zeros(frame.shape, np.uint8)
+        cv2.fillPoly(mask, [np.round(P[topo.loops[f"eye_{side}"]]).astype(np.int32)], 1)
+        out[side] = int(((frame > 190) & (mask > 0)).sum())
+    return out
+
+
+def test_shut_lids_show_no_eyeball(eye_renderer):
+    """The meshes' lids stop short of each other at a full blink; the opening then shows the lid, not a white line
+    (what the iris model read as a half-open eye, synth.LID_SHUT). Half closed, the eyeball still shows."""
+    open_, half = _sclera_pixels(eye_renderer, 0.0), _sclera_pixels(eye_renderer, 0.5)
+    for blink in (0.8, 1.0):
+        shut = _sclera_pixels(eye_renderer, blink)
+        for side in synth.SIDES:
+            assert open_[side] > 50 and half[side] > 0.3 * open_[side] and shut[side] <= 0.01 * open_[side], (blink, shut)
 
 
 # ---------------------------------------------------------------------------------------------- the metric
