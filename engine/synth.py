@@ -298,8 +298,7 @@ class EyeTexels:
         does not stay open in a shut eye)."""
         area = _areas(G, self.tri)
         ratio = np.minimum(area / self.rest_area, area.sum() / self.rest_area.sum())
-        x = np.clip((LID_SHUT[0] - ratio) / (LID_SHUT[0] - LID_SHUT[1]), 0.0, 1.0)
-        return x * x * (3 - 2 * x)
+        return expressions._smoothstep((LID_SHUT[0] - ratio) / (LID_SHUT[0] - LID_SHUT[1]))
 
 
 def _areas(G: np.ndarray, tri: np.ndarray) -> np.ndarray:

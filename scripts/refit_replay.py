@@ -23,7 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from engine import metrics, pose, tracking  # noqa: E402
+from engine import metrics, tracking  # noqa: E402
 from engine.evaluate import _load_gt, arkit_series, evaluate  # noqa: E402
 from export.package import open_package  # noqa: E402
 from export.runtime import Tracker  # noqa: E402
@@ -101,12 +101,8 @@ def replay(data: dict, basis: tracking.ExpressionBasis) -> np.ndarray:
     out = np.full((T, 468, 3), np.nan)
     previous = None
     for t, G, H, y, follows in zip(data["frame"], data["G"], data["H"], data["landmarks"], data["follows"]):
-        if follows:
-            precision, mean = basis.following, basis.prior_mean(G, previous)
-        else:
-            precision, mean = basis.precision, None
-        _, c = pose.gauss_newton_expression(G, y, H, basis.axis_first, precision, tracking.JOINT_STEPS, mean)
-        out[t] = previous = G + (basis.axis_first @ c).T     # a frame's last call is its answer
+        call = tracking.CropOutput(points=y, presence=1.0, G=G, H=H, landmarks=y)
+        out[t] = previous = tracking.refit(call, basis, previous if follows else None).G   # a frame's last call
     out[~np.isfinite(data["shipped"]).all((1, 2))] = np.nan    # frames the loop lost (its face flag)
     return out
 

@@ -66,19 +66,25 @@ def eye_renderer():
         yield r, base, eyes, topo
 
 
-def _dark_centroids(eye_renderer, gaze_deg, blink: float = 0.0, dark: float = 110) -> dict:
-    """Render a frontal face; per eye the centroid of the dark (iris) pixels from the corners' midpoint, in eye
-    widths (x right, y down in the image), and their count."""
+def _frontal(eye_renderer, gaze_deg, blink: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """A frontal face rendered with both eyes looking `gaze_deg` (yaw, pitch) and closed by `blink`: (frame RGB
+    float, the vertices' image points)."""
     from engine import pose
 
-    r, base, eyes, topo = eye_renderer
+    r, base, eyes, _ = eye_renderer
     act = np.zeros(len(expressions.NAMES), np.float32)
     act[[expressions.NAMES.index("blink_left"), expressions.NAMES.index("blink_right")]] = blink
     G = expressions.apply(act).astype(np.float64)
     H = np.array([14.0, 0.0, 0.0, 0.0, 160.0, 160.0])
     r.set_texture(synth.eye_texture(base, eyes, G, np.radians([gaze_deg] * 2)))
-    frame = r.render(pose.transform(G, H).astype(np.float32)).astype(float)
-    P = pose.project(G, H)
+    return r.render(pose.transform(G, H).astype(np.float32)).astype(float), pose.project(G, H)
+
+
+def _dark_centroids(eye_renderer, gaze_deg, blink: float = 0.0, dark: float = 110) -> dict:
+    """Per eye the centroid of the dark (iris) pixels of the frontal face from the corners' midpoint, in eye
+    widths (x right, y down in the image), and their count."""
+    topo = eye_renderer[3]
+    frame, P = _frontal(eye_renderer, gaze_deg, blink)
     out = {}
     for side in synth.SIDES:
         loop = topo.loops[f"eye_{side}"]
@@ -113,16 +119,9 @@ def _sclera_pixels(eye_renderer, blink: float) -> dict:
     """Per eye, the rendered pixels inside its opening as bright as the painted eyeball (the skin is darker)."""
     import cv2
 
-    from engine import pose
-
-    r, base, eyes, topo = eye_renderer
-    act = np.zeros(len(expressions.NAMES), np.float32)
-    act[[expressions.NAMES.index("blink_left"), expressions.NAMES.index("blink_right")]] = blink
-    G = expressions.apply(act).astype(np.float64)
-    H = np.array([14.0, 0.0, 0.0, 0.0, 160.0, 160.0])
-    r.set_texture(synth.eye_texture(base, eyes, G, np.zeros((2, 2))))
-    frame = r.render(pose.transform(G, H).astype(np.float32)).astype(float).mean(-1)
-    P, out = pose.project(G, H), {}
+    topo = eye_renderer[3]
+    frame, P = _frontal(eye_renderer, (0, 0), blink)
+    frame, out = frame.mean(-1), {}
     for side in synth.SIDES:
         mask = np.zeros(frame.shape, np.uint8)
         cv2.fillPoly(mask, [np.round(P[topo.loops[f"eye_{side}"]]).astype(np.int32)], 1)
