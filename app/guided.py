@@ -3,7 +3,8 @@
 An enrollment clip (relax, blink, smile, jaw, brows, frown, pucker, look around: the expressions the DAM must see,
 then the head poses I2ZNet must see) and a new-environment clip (the performer as they will perform, in their
 usual place: what adaptation learns from), each an H.264 MP4 put in place only once the whole recording is
-finished. `facetrack make-model` (app.make_model) feeds it a camera or a file; the studio's "Make my model…"
+finished. The enrollment clip carries which prompt each of its frames was recorded under (enroll.prompts.json,
+engine.prompts.sidecar): the build learns the teacher's view bias on its resting frames (engine.view_bias). `facetrack make-model` (app.make_model) feeds it a camera or a file; the studio's "Make my model…"
 dialog (app.onboarding) feeds it the pipeline's frame tap through TapRecorder, so capture never waits for the
 encoder.
 """
@@ -128,6 +129,7 @@ class GuidedRecording:
         self.frames = dict.fromkeys(CLIPS, 0)
         self.state, self.elapsed = "waiting", 0.0
         self._writers, self._temps, self._size = {}, {}, None
+        self._keys: list[str] = []       # the prompt of each enrollment frame written
         self._fed, self._t0 = 0, None
         self._lock = threading.Lock()      # status() is read from the UI thread while feed() runs on another
 
@@ -148,12 +150,12 @@ class GuidedRecording:
             return False
         with self._lock:
             self.state, self.elapsed = "recording", now
-        clip = self.script[self.step_at(now)].clip
-        if clip is not None:
-            self._write(clip, image)
+        step = self.script[self.step_at(now)]
+        if step.clip is not None:
+            self._write(step.clip, image, step.key)
         return True
 
-    def _write(self, clip: str, image) -> None:
+    def _write(self, clip: str, image, key: str) -> None:
         if self._size is None:
             self._size = image.shape[:2]
         elif image.shape[:2] != self._size:
@@ -164,6 +166,8 @@ class GuidedRecording:
             temp = self.paths[clip].with_name(f".{clip}.partial-{os.getpid()}.mp4")   # .mp4: ffmpeg picks by it
             self._temps[clip], self._writers[clip] = temp, LiveWriter(temp, self.fps)
         self._writers[clip].write(image)
+        if clip == "enroll":
+            self._keys.append(key)
         with self._lock:
             self.frames[clip] += 1
 
@@ -182,6 +186,7 @@ class GuidedRecording:
                 self._writers.pop(clip).close()
                 with open(self._temps[clip], "rb+") as f:
                     os.fsync(f.fileno())
+            options.write_json(prompts.sidecar(self.paths["enroll"]), prompts.timeline(self._keys))
             for clip in CLIPS:
                 os.replace(self._temps[clip], self.paths[clip])
         except BaseException:

@@ -319,7 +319,7 @@ class RunModel:
     refit_pose = True     # as the package: the loop refits H and the expression to the teacher's landmarks
 
     def __init__(self, run_dir: str | Path, device: str | torch.device = "cpu"):
-        from engine import dam
+        from engine import dam, view_bias
         from engine.run import LATENTS, Run
         from engine.teacher import FaceDetector
         from engine.tracking import ExpressionBasis
@@ -329,7 +329,8 @@ class RunModel:
         self.model = load(run.i2z, self.device)
         self.dam = dam.load(run.dam).to(self.device)
         latents = np.load(run.dam / LATENTS, allow_pickle=False)
-        self.expression_basis = ExpressionBasis(*dam.expression_basis(self.dam, latents))
+        self.expression_basis = ExpressionBasis(*dam.expression_basis(self.dam, latents),
+                                                view=view_bias.from_enrollment(run.enrollment))
         self.detector = FaceDetector().to(self.device)
         self.backend = f"torch {torch.__version__} ({self.device.type})"
         self._iris = None

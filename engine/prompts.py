@@ -7,9 +7,13 @@ a symmetric smile, which cannot follow a one-sided one), then the head poses I2Z
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
+
+from engine.errors import UserError
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,12 @@ ENROLL = (
     Step("look", "Now tilt your head up", 2.25, turn=(-1.0, 0.0)),
     Step("look", "… and down", 2.25, turn=(1.0, 0.0)),
 )
+
+
+KEYS = tuple(dict.fromkeys(s.key for s in ENROLL))
+# The steps that ask for a resting face while only the head may move: where a build measures how the teacher's
+# reading of a resting face changes with the pose (engine.view_bias).
+HOLD_STILL = ("neutral", "look")
 
 
 def timed(seconds: float = 30.0) -> list[tuple[Step, float]]:
@@ -83,3 +93,65 @@ def act(names: tuple, frames: int, fps: float, rng: np.random.Generator) -> tupl
                 A[span, names.index(f)] = rng.uniform(0.75, 1.0) * _pulse(n)
         turn[span] = np.asarray(step.turn) * _pulse(n, 0.45)[:, None]
     return A, turn
+
+
+# ------------------------------------------------------------------------------------ the timeline beside a clip
+# A guided enrollment clip carries which of its frames each prompt took in a sidecar, CLIP.prompts.json (the studio's
+# recording and `facetrack synth --script enroll` write it; the build's enrollment reads it): {"format":
+# "facetrack-prompts", "version": 1, "frames": N, "steps": [{"key": "neutral", "start": 0, "stop": 60}, ...]}.
+SIDECAR = ".prompts.json"
+FORMAT = "facetrack-prompts"
+MAX_SIDECAR_BYTES = 1 << 20
+
+
+def sidecar(clip: str | Path) -> Path:
+    """Where the prompt timeline of `clip` lies: enroll.mp4 → enroll.prompts.json."""
+    return Path(clip).with_suffix(SIDECAR)
+
+
+def timeline(keys: list[str]) -> dict:
+    """The sidecar's object for a clip whose frame i was recorded under the prompt keys[i]."""
+    steps = []
+    for i, key in enumerate(keys):
+        if steps and steps[-1]["key"] == key:
+            steps[-1]["stop"] = i + 1
+        else:
+            steps.append({"key": key, "start": i, "stop": i + 1})
+    return {"format": FORMAT, "version": 1, "frames": len(keys), "steps": steps}
+
+
+def frame_keys(frames: int, fps: float) -> list[str]:
+    """The prompt key of each frame of a `frames`-long clip that follows the script exactly (the synthetic one)."""
+    keys = [""] * frames
+    for step, span in spans(frames, fps):
+        for i in range(span.start, span.stop):
+            keys[i] = step.key
+    return keys
+
+
+def resting(clip: str | Path, frames: int) -> np.ndarray | None:
+    """[frames] bool: the frames of `clip` recorded under a HOLD_STILL prompt, from its sidecar; None when it has
+    none (not a guided recording). A sidecar that is not a timeline of this clip is a UserError naming it."""
+    path = sidecar(clip)
+    if not path.is_file():
+        return None
+    try:
+        if path.stat().st_size > MAX_SIDECAR_BYTES:
+            raise ValueError(f"larger than {MAX_SIDECAR_BYTES >> 10} KiB")
+        data = json.loads(path.read_bytes())
+        if not isinstance(data, dict) or data.get("format") != FORMAT or data.get("version") != 1:
+            raise ValueError(f"not a {FORMAT} version 1 file")
+        if data.get("frames") != frames:
+            raise ValueError(f"written for {data.get('frames')!r} frames, the clip has {frames}")
+        mask, end = np.zeros(frames, bool), 0
+        for step in data.get("steps") if isinstance(data.get("steps"), list) else [None]:
+            if not isinstance(step, dict) or step.get("key") not in KEYS:
+                raise ValueError(f"a step is not one of {', '.join(KEYS)}")
+            a, b = step.get("start"), step.get("stop")
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (a, b)) or not end <= a < b <= frames:
+                raise ValueError(f"step {step['key']!r} spans {a!r}..{b!r}, not ordered frames of the clip")
+            mask[a:b], end = step["key"] in HOLD_STILL, b
+        return mask
+    except (OSError, ValueError) as err:       # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(f"{path}: unusable prompt timeline ({str(err).splitlines()[0][:120]}); "
+                        f"remove it to use the clip without") from None

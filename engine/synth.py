@@ -356,7 +356,8 @@ def guided_tracks(rng: np.random.Generator, n: int, size: tuple[int, int], face_
 
 def write_clip(out: str | Path, frames: int, domain: str, seed: int, size: tuple[int, int] = (640, 480),
                face_image: str | Path | None = None, ict: str | Path | None = None, script: str | None = None) -> Path:
-    """Render a clip; returns the output folder (video.mp4, gt.npz, meta.json). `ict`: an ICT-FaceKit delta file
+    """Render a clip; returns the output folder (video.mp4, gt.npz, meta.json; with a script also its prompt
+    timeline, video.prompts.json: engine.prompts.sidecar). `ict`: an ICT-FaceKit delta file
     whose scanned blendshapes make the expressions (expressions.ict_basis) instead of the procedural fields.
     `script`: "enroll" acts out the guided enrollment's prompts (guided_tracks) instead of random expressions."""
     from engine import canonical
@@ -410,4 +411,10 @@ def write_clip(out: str | Path, frames: int, domain: str, seed: int, size: tuple
                 "expressions": "procedural" if ict is None else f"ICT-FaceKit ({Path(ict).name})",
                 "H_units": "frame pixels", "gaze_units": "radians, (left, right) × (yaw, pitch)"}
         options.write_file(tmp_meta, json.dumps(meta, indent=2).encode())
+        if script == "enroll":
+            timeline = prompts.timeline(prompts.frame_keys(frames, FPS))
+            tmp_prompts = outputs.enter_context(options.atomic_path(prompts.sidecar(out / "video.mp4")))
+            options.write_file(tmp_prompts, json.dumps(timeline).encode())
+    if script is None:
+        prompts.sidecar(out / "video.mp4").unlink(missing_ok=True)    # a guided clip's, rendered here before
     return out

@@ -22,7 +22,7 @@ from typing import Protocol
 
 import numpy as np
 
-from engine import canonical, pose
+from engine import canonical, pose, view_bias
 from engine.detection import Crop, Detection, crop_from_detection, crop_from_landmarks
 from engine.flow import LandmarkFlow
 
@@ -142,9 +142,11 @@ def frame_pose(H_crop: np.ndarray, crop: Crop, crop_size: int) -> np.ndarray:
 class ExpressionBasis:
     """A person model's expression subspace (engine.dam.expression_basis): unit directions B [K,468,3] of its
     decoded geometry and the enrollment's std σ [K] (cm) along each, laid out once for the per-frame refit of a model
-    answering in `crop_size` pixels."""
+    answering in `crop_size` pixels; with `view`, the teacher's view bias (D, limits) to remove (engine.view_bias)."""
 
-    def __init__(self, directions: np.ndarray, std: np.ndarray, crop_size: int = REFIT_PRIOR_CROP):
+    def __init__(self, directions: np.ndarray, std: np.ndarray, crop_size: int = REFIT_PRIOR_CROP,
+                 view: tuple[np.ndarray, np.ndarray] | None = None):
+        self.view = None if view is None else tuple(np.asarray(a, np.float64) for a in view)   # engine.view_bias
         self.axis_first = np.ascontiguousarray(np.asarray(directions, np.float64).transpose(2, 1, 0))   # [3,468,K]
         # The prior's precision on the coefficients c [K,K], against residuals in crop pixels: ρ/σ_k² on each, and
         # λ on the chin height they add, Σ_v (B_v,y·c)² (REFIT_PRIOR, REFIT_CHIN, stated for a 256² crop); with
@@ -177,17 +179,22 @@ def refit(out: CropOutput, basis: ExpressionBasis | None = None, previous: np.nd
     0.92); G + Σ c_k·B_k with the prior ‖c_k/σ_k‖²·ρ on the coefficients brings it back (docs/BENCHMARKS.md), save
     the chin's height, which the network reads better than the teacher (REFIT_CHIN). `previous`: the last frame's
     G [468,3] of the same face, which the expression then stays near (REFIT_TEMPORAL). z is the network's (the
-    texture is decoded from it)."""
+    texture is decoded from it).
+    With the basis' view bias D (engine.view_bias) the fit is the same, of the shape as the teacher sees it; the G
+    returned is that shape less D at the network's pose, and the points stay the fitted shape's (where the teacher
+    sees the face)."""
     y = np.asarray(out.landmarks)[:, :2]
     G = np.asarray(out.G, np.float64)
     if basis is None:
         H = pose.gauss_newton(G, y, out.H, REFIT_STEPS)
-    else:
-        precision, mean = ((basis.precision, None) if previous is None
-                           else (basis.following, basis.prior_mean(G, previous)))
-        H, c = pose.gauss_newton_expression(G, y, out.H, basis.axis_first, precision, JOINT_STEPS, mean)
-        G = G + (basis.axis_first @ c).T
-    return CropOutput(points=pose.project(G, H), presence=out.presence, G=G, H=H, z=out.z, landmarks=out.landmarks)
+        return CropOutput(points=pose.project(G, H), presence=out.presence, G=G, H=H, z=out.z, landmarks=out.landmarks)
+    seen = 0.0 if basis.view is None else view_bias.bias(*basis.view, out.H)
+    precision, mean = ((basis.precision, None) if previous is None
+                       else (basis.following, basis.prior_mean(G - seen, previous)))
+    H, c = pose.gauss_newton_expression(G, y, out.H, basis.axis_first, precision, JOINT_STEPS, mean)
+    G = G + (basis.axis_first @ c).T
+    return CropOutput(points=pose.project(G, H), presence=out.presence, G=G - seen, H=H, z=out.z,
+                      landmarks=out.landmarks)
 
 
 def crop_from_pose(H: np.ndarray) -> Crop:

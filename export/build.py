@@ -63,8 +63,10 @@ def build(enroll_video: str | Path, new_env_video: str | Path, out: str | Path, 
     t0 = progress.start("enroll")
     size = train_dam.PROFILES[profile]["texture_size"]   # unwrap at the DAM's size: no larger textures needed
     r = enroll.enroll([enroll_video], run, texture_size=size, max_frames=max_frames)
-    stages["enroll"] = {"seconds": progress.done("enroll", t0, f"{r['frames_kept']}/{r['frames_total']} frames"),
+    guided = f", {r['frames_resting']} resting under the guided prompts" if r["frames_resting"] else ""
+    stages["enroll"] = {"seconds": progress.done("enroll", t0, f"{r['frames_kept']}/{r['frames_total']} frames{guided}"),
                         "frames_total": r["frames_total"], "frames_kept": r["frames_kept"],
+                        "frames_resting": r["frames_resting"],
                         "ms_per_frame": round(r["ms_per_frame"], 2), "pose_range_deg": r["pose_range_deg"]}
 
     t0 = progress.start("train-dam")

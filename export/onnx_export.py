@@ -21,13 +21,13 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine import dam as dam_module
-from engine import i2znet, pose
+from engine import i2znet, pose, view_bias
 from engine.errors import UserError
 from engine.run import LATENTS, WEIGHTS, Run
 from engine.teacher import FaceDetector
 from engine.topology import topology
 from export import graph_passes, ranges
-from export.package import BASIS, GRAPHS, INT8_TRACKER, IRIS, TOPOLOGY, open_package, write_manifest
+from export.package import BASIS, GRAPHS, INT8_TRACKER, IRIS, TOPOLOGY, VIEW_KEYS, open_package, write_manifest
 
 OPSET = 17
 INT8_GEMMS = "/e_i/level_heads."   # the Gemms holding ~70 % of tracker.onnx's weights: E_I's p_l^z, p_l^h
@@ -184,7 +184,9 @@ def export_package(run: str | Path, out: str | Path) -> dict:
     topo = topology()
     np.savez(out / TOPOLOGY, triangles=topo.triangles, uv=topo.uv, holes=topo.holes)
     directions, std = dam_module.expression_basis(dam, np.load(run.dam / LATENTS, allow_pickle=False))
-    np.savez(out / BASIS, directions=directions, std=std)
+    view = view_bias.from_enrollment(run.enrollment)     # a guided enrollment's: removed from each frame's G
+    np.savez(out / BASIS, directions=directions, std=std,
+             **({} if view is None else dict(zip(VIEW_KEYS, (a.astype(np.float32) for a in view)))))
     parity = check_parity(out, tracker, texture, detector, crops)
     eyes = []   # the iris graph's parity inputs: both eyes of a few enrollment crops, placed by the tracker
     for i in np.linspace(0, len(crops) - 1, min(4, len(crops))).astype(int):

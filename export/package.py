@@ -17,7 +17,9 @@ Each kind requires its own graphs and may list none of the other's (KIND_FILES, 
     PACKAGE/detector.onnx   BlazeFace: [1,3,128,128] in [-1,1] → regressors [1,896,16], logits [1,896]
     PACKAGE/topology.npz    triangles, uv, holes (the mesh the studio draws)
     PACKAGE/basis.npz       performer, optional: the expression basis the tracking loop refits per frame,
-                            directions [K,468,3] and std [K] (engine.dam.expression_basis, engine.tracking.refit)
+                            directions [K,468,3] and std [K] (engine.dam.expression_basis, engine.tracking.refit);
+                            from a guided enrollment also the teacher's view bias, view_bias [5,468,3] cm and
+                            view_limits [2,2] rad (engine.view_bias), which the loop removes from each frame's G
     PACKAGE/landmarks.onnx  generic only: MediaPipe's 468-point landmarker, uint8 [1,S,S,3] crop → landmarks
                             [1,468,3] (crop px, z on the same scale), presence [1]
     PACKAGE/iris.onnx       optional (required in a generic package): MediaPipe's iris landmarker, uint8
@@ -156,9 +158,20 @@ class Package:
     def basis(self) -> tuple[np.ndarray, np.ndarray] | None:
         """(directions [K,468,3], std [K]) float64 of the expression basis, as checked by open_package; None when
         the package has none."""
+        return None if (b := self._checked_basis()) is None else b[:2]
+
+    def view_bias(self) -> tuple[np.ndarray, np.ndarray] | None:
+        """(D [5,468,3], limits [2,2]) float64 of the teacher's view bias (engine.view_bias), as checked by
+        open_package; None when the package has none (no basis, or not enrolled from a guided clip)."""
+        return None if (b := self._checked_basis()) is None or b[2] is None else b[2]
+
+    def _checked_basis(self) -> tuple | None:
         if not self.has(BASIS):
             return None
-        return check_basis(self.file(BASIS)) if self._basis is None else tuple(a.copy() for a in self._basis)
+        if self._basis is None:
+            return check_basis(self.file(BASIS))
+        directions, std, view = self._basis
+        return directions.copy(), std.copy(), None if view is None else tuple(a.copy() for a in view)
 
 
 def write_manifest(folder: Path, manifest: dict) -> dict:
@@ -504,6 +517,8 @@ def check_topology(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 # ------------------------------------------------------------------------------------------- expression basis
 BASIS_KEYS = ("directions", "std")
+VIEW_KEYS = ("view_bias", "view_limits")     # optional, together (engine.view_bias)
+MAX_VIEW_BIAS_CM = 50.0      # per rad (rad² for the squares): 5 cm at a 0.3 rad turn already bends a face beyond use
 
 
 def _check_basis_header(key: str, shape: tuple, dtype: np.dtype) -> str | None:
@@ -513,13 +528,20 @@ def _check_basis_header(key: str, shape: tuple, dtype: np.dtype) -> str | None:
         ok = len(shape) == 3 and 1 <= shape[0] <= MAX_BASIS_DIRECTIONS and tuple(shape[1:]) == (VERTICES, 3)
         return None if ok else f"directions must be [K,{VERTICES},3] with 1 ≤ K ≤ {MAX_BASIS_DIRECTIONS} " \
                                f"(found {list(shape)})"
+    if key == "view_bias":
+        return None if tuple(shape) == (5, VERTICES, 3) else f"view_bias must be [5,{VERTICES},3] (found {list(shape)})"
+    if key == "view_limits":
+        return None if tuple(shape) == (2, 2) else f"view_limits must be [2,2] (found {list(shape)})"
     return None if len(shape) == 1 else f"std must be [K] (found {list(shape)})"
 
 
-def check_basis(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """(directions [K,468,3], std [K]) float64 from basis.npz, loaded without pickle after headers, shapes, finiteness,
-    unit-norm directions and positive std are checked (a bad basis would bend every tracked face)."""
-    directions, std = (a.astype(np.float64) for a in _npz(path, BASIS_KEYS, _check_basis_header, "expression basis"))
+def check_basis(path: Path) -> tuple[np.ndarray, np.ndarray, tuple | None]:
+    """(directions [K,468,3], std [K], view) float64 from basis.npz, view = (view_bias, view_limits) or None, loaded
+    without pickle after headers, shapes, finiteness, unit-norm directions, positive std and a bounded view bias over
+    ordered angle limits are checked (a bad basis would bend every tracked face)."""
+    with_view = _has_keys(path, VIEW_KEYS)
+    keys = BASIS_KEYS + (VIEW_KEYS if with_view else ())
+    directions, std, *view = (a.astype(np.float64) for a in _npz(path, keys, _check_basis_header, "expression basis"))
     if len(std) != len(directions):
         raise UserError(f"{path}: {len(directions)} directions but {len(std)} std values")
     if not (np.isfinite(directions).all() and np.isfinite(std).all()):
@@ -529,7 +551,23 @@ def check_basis(path: Path) -> tuple[np.ndarray, np.ndarray]:
         raise UserError(f"{path}: directions must have unit norm (found {norms.min():.3g}..{norms.max():.3g})")
     if std.min() <= 0 or std.max() > 10:
         raise UserError(f"{path}: std must be in (0, 10] cm (found {std.min():.3g}..{std.max():.3g})")
-    return directions, std
+    if view:
+        D, limits = view
+        if not (np.isfinite(D).all() and np.abs(D).max() <= MAX_VIEW_BIAS_CM):
+            raise UserError(f"{path}: view_bias must be finite and within ±{MAX_VIEW_BIAS_CM:g} cm")
+        if not (np.isfinite(limits).all() and (np.abs(limits) <= np.pi / 2).all() and (limits[0] <= limits[1]).all()):
+            raise UserError(f"{path}: view_limits must be ordered (min, max) angles within ±π/2")
+    return directions, std, tuple(view) or None
+
+
+def _has_keys(path: Path, keys: tuple) -> bool:
+    """Whether the .npz holds all of `keys` (False for none; a part of them is the file's own error: _npz names it)."""
+    try:
+        with zipfile.ZipFile(path) as zf:
+            found = [f"{k}.npy" in zf.namelist() for k in keys]
+    except (OSError, zipfile.BadZipFile):
+        return False                     # _npz reports the unreadable file
+    return any(found)
 
 
 # ------------------------------------------------------------------------------------------- graph signatures

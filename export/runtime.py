@@ -208,6 +208,12 @@ class _GraphModel:
         return track_eyes(frame, points, lambda batch: self._iris.run(None, {"eyes": batch}))
 
 
+def package_basis(package: Package) -> ExpressionBasis | None:
+    """The refit's expression basis of a performer package (with its view bias when it has one), or None."""
+    basis = package.basis()
+    return None if basis is None else ExpressionBasis(*basis, package.crop_size, package.view_bias())
+
+
 class PackageModel(_GraphModel):
     """A performer package's tracker graph as a crop model of the one tracking loop (engine.tracking), its detector
     graph as the loop's detector, and `texture` for the DAM texture."""
@@ -218,8 +224,7 @@ class PackageModel(_GraphModel):
     def __init__(self, package: str | Path | Package, backend: str = "auto", threads: int | None = None,
                  precision: str = "auto"):
         super().__init__(_package(package, "performer"), backend, threads, precision)
-        basis = self.package.basis()
-        self.expression_basis = None if basis is None else ExpressionBasis(*basis, self.package.crop_size)
+        self.expression_basis = package_basis(self.package)
 
     def __call__(self, crop_rgb: np.ndarray) -> CropOutput:
         z, H, V, G, landmarks, presence = self._s["tracker"].run(None, {"crop": crop_rgb[None]})

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from engine import metrics, tracking  # noqa: E402
 from engine.evaluate import _load_gt, arkit_series, evaluate  # noqa: E402
 from export.package import open_package  # noqa: E402
-from export.runtime import Tracker  # noqa: E402
+from export.runtime import Tracker, package_basis  # noqa: E402
 
 SIDES = ("left", "right")
 
@@ -152,7 +152,7 @@ def main(argv=None) -> None:
         raise SystemExit(f"error: {a.package} has no expression basis: its refit is the pose alone")
     data = dict(np.load(a.recording))
     with settings(a.prior, a.chin, a.temporal):
-        basis = tracking.ExpressionBasis(*package.basis(), package.crop_size)
+        basis = package_basis(package)
     G = replay(data, basis)
     print(json.dumps(score(data, G, package.expression_ranges, _load_gt(a.gt) if a.gt else None), indent=1))
 

@@ -172,6 +172,38 @@ def test_export_drops_an_int8_tracker_that_moves_vertices_too_far(built, tmp_pat
     assert "skipped" in manifest["int8_tracker"] and not (tmp_path / "pkg" / INT8_TRACKER).exists()
     assert not open_package(tmp_path / "pkg").has(INT8_TRACKER)
 
+def test_a_guided_enrollment_exports_its_view_bias_and_both_backends_remove_it(built, tmp_path, monkeypatch):
+    """Resting frames in the enrollment (engine.enroll's resting.npy) → basis.npz carries the view bias; the loop then
+    returns G less the bias while the points stay the teacher's, on ONNX Runtime and the torch backend alike."""
+    from engine import view_bias
+    from export import onnx_export
+    from export.package import open_package
+    from export.runtime import open_tracker
+
+    run = tmp_path / "adapted"
+    shutil.copytree(built["work"] / "adapted", run)          # its enrollment is a link to the parent run's: copied
+    H = np.load(run / "enrollment" / "H.npy")
+    np.save(run / "enrollment" / "resting.npy", np.ones(len(H), bool))
+    monkeypatch.setattr(view_bias, "MIN_FRAMES", len(H))      # a tiny clip: every frame rests
+    onnx_export.export_package(run, tmp_path / "pkg")
+    D, limits = open_package(tmp_path / "pkg").view_bias()
+    assert np.abs(D).max() > 0 and (limits[0] < limits[1]).all()
+    assert open_package(built["pkg"]).view_bias() is None   # the random (unguided) enrollment has none
+    frames = list(video.frames(built["wild"]))[:4]
+    plain, fixed, dev = (open_tracker(tmp_path / "pkg" if p else built["pkg"], b, precision="fp32")
+                         for p, b in ((False, "cpu"), (True, "cpu"), (True, "torch")))
+    moved = 0.0
+    for frame in frames:
+        a, b, c = plain(frame), fixed(frame), dev(frame)
+        if a is None:
+            continue
+        # the same fit, but the last frame's answer it stays near is now unbiased: hundredths of a pixel apart
+        np.testing.assert_allclose(b.points, a.points, atol=0.1)
+        moved = max(moved, np.abs(b.G - a.G).max())
+        assert np.abs(c.G - b.G).max() < 1e-3 and np.abs(c.points - b.points).max() < 0.05
+    assert moved > 1e-4
+
+
 # ------------------------------------------------------------------------------------------------ track
 def test_track_writes_session_without_torch(built, tmp_path):
     """Headless track = the studio's pipeline: its session format (load_session / export-session read it), its

@@ -100,9 +100,15 @@ def test_guided_recording_splits_a_file_into_two_playable_clips(tmp_path):
     finally:
         src.close()
     assert rec.state == "done" and rec.status().fraction == 1.0
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["enroll.mp4", "perform.mp4"]   # no temp files left
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["enroll.mp4", "enroll.prompts.json", "perform.mp4"]
     expected = {"enroll": 50, "perform": 30}                                               # 2 s, 1.2 s at 25 fps
     assert rec.frames == expected
+    # the enrollment's prompt timeline: each frame under the prompt shown when it was recorded
+    steps = json.loads((tmp_path / "enroll.prompts.json").read_text())["steps"]
+    assert [s["key"] for s in steps] == list(dict.fromkeys(p.key for p in rec.script if p.clip == "enroll"))
+    assert steps[0]["start"] == 0 and steps[-1]["stop"] == 50
+    assert prompts.resting(rec.paths["enroll"], 50).sum() == sum(s["stop"] - s["start"] for s in steps
+                                                                  if s["key"] in prompts.HOLD_STILL) > 0
     for clip, first in (("enroll", 10), ("perform", 10 + 50 + 10)):                        # after each 0.4 s pause
         info = video.probe(rec.paths[clip])
         assert info.fps == pytest.approx(25.0) and (info.width, info.height) == (640, 480)

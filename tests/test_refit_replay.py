@@ -8,6 +8,7 @@ import numpy as np
 from engine import tracking
 from engine.evaluate import _load_gt
 from export.package import open_package
+from export.runtime import package_basis
 
 SAMPLE = Path("export/sample_package")
 GT = SAMPLE / "synthetic_gt.npz"
@@ -23,7 +24,7 @@ def test_replay_reproduces_eval_and_moves_with_its_settings(tmp_path, script):
 
     def replayed(**knobs):
         with rr.settings(**knobs):
-            basis = tracking.ExpressionBasis(*package.basis(), package.crop_size)
+            basis = package_basis(package)
         G = rr.replay(data, basis)
         return G, rr.score(data, G, package.expression_ranges, truth)
 
