@@ -3,10 +3,11 @@
 An enrollment clip (relax, blink, smile, jaw, brows, frown, pucker, look around: the expressions the DAM must see,
 then the head poses I2ZNet must see) and a new-environment clip (the performer as they will perform, in their
 usual place: what adaptation learns from), each an H.264 MP4 put in place only once the whole recording is
-finished. The enrollment clip carries which prompt each of its frames was recorded under (enroll.prompts.json,
-engine.prompts.sidecar): the build learns the teacher's view bias on its resting frames (engine.view_bias). `facetrack make-model` (app.make_model) feeds it a camera or a file; the studio's "Make my model…"
+finished. `facetrack make-model` (app.make_model) feeds it a camera or a file; the studio's "Make my model…"
 dialog (app.onboarding) feeds it the pipeline's frame tap through TapRecorder, so capture never waits for the
-encoder.
+encoder. The enrollment clip carries which prompt each of its frames was recorded under (enroll.prompts.json,
+engine.prompts.sidecar): the build measures each expression's range where it was asked for, and the teacher's view
+bias where the face was asked to rest (export.ranges, engine.view_bias).
 """
 from __future__ import annotations
 

@@ -2,8 +2,9 @@
 track from the previous frame's landmarks) gives per frame the 256² crop, landmarks, H and G (Procrustes,
 refined in 2D); then T̃ and W by Eq. 7.
 
-A guided enrollment clip's prompt timeline (engine.prompts.sidecar) marks the frames recorded under a resting
-prompt (RUN/enrollment/resting.npy), where the export learns the teacher's view bias (engine.view_bias).
+A guided enrollment clip's prompt timeline (engine.prompts.sidecar) gives the prompt each frame was recorded under
+(RUN/enrollment/prompt.npy, −1 for none): the export measures each expression's range where it was asked for and
+learns the teacher's view bias where the face was asked to rest (export.ranges, engine.view_bias).
 
 Writes RUN/enrollment/*.npy (plain arrays, loaded without pickle), RUN/report.json, RUN/contact_sheet.png
 (crops with the projected mesh) and RUN/mean_texture.png (the W-weighted mean of T̃).
@@ -59,10 +60,10 @@ def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, m
            start: float = 0.0, stop: float = 1.0) -> dict:
     """Enroll the frames between fractions `start` and `stop` of each video."""
     infos = [video.probe(v) for v in videos]          # every input is checked before any work starts
-    still = [prompts.resting(i.path, i.frames) for i in infos]   # per video: None, or its resting frames
+    asked = [prompts.recorded(i.path, i.frames) for i in infos]   # per video: None, or each frame's prompt
     out = Path(out)
     store = {k: [] for k in ("crops", "landmarks", "H", "G", "textures", "weights", "source", "crop_boxes",
-                             "resting")}
+                             "prompt")}
     stats = {"decode": 0.0, "teacher": 0.0, "unwrap": 0.0}
     total = 0
     pending = []
@@ -89,7 +90,7 @@ def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, m
         crop, image, H, G = found.crop, found.image, found.H_crop, found.G
         for key, value in (("crops", image), ("landmarks", found.landmarks.astype(np.float32)), ("H", H),
                            ("G", G), ("source", (vi, fi)), ("crop_boxes", (crop.cx, crop.cy, crop.size, crop.angle)),
-                           ("resting", still[vi] is not None and fi < len(still[vi]) and bool(still[vi][fi]))):
+                           ("prompt", asked[vi][fi] if asked[vi] is not None and fi < len(asked[vi]) else -1)):
             store[key].append(value)
         pending.append((image, H, G))
         if len(pending) == BATCH:
@@ -104,7 +105,7 @@ def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, m
 
     folder = Run(out).enrollment
     folder.mkdir(parents=True, exist_ok=True)
-    dtypes = {"crops": np.uint8, "textures": np.uint8, "weights": np.uint8, "source": np.int32, "resting": bool}
+    dtypes = {"crops": np.uint8, "textures": np.uint8, "weights": np.uint8, "source": np.int32, "prompt": np.int8}
     for key, values in store.items():
         options.save_npy(folder / f"{key}.npy", np.asarray(values, dtype=dtypes.get(key, np.float32)))
 
@@ -118,7 +119,7 @@ def enroll(videos: list[str | Path], out: str | Path, texture_size: int = 256, m
         "span": [start, stop],
         "frames_total": total,
         "frames_kept": kept,
-        "frames_resting": int(np.sum(store["resting"])),    # under a guided clip's resting prompts
+        "frames_resting": int(np.isin(prompts.keys_of(store["prompt"]), prompts.HOLD_STILL).sum()),   # guided
         "frames_no_face": total - kept,
         "ms_per_frame": 1000 * elapsed / total,
         "ms_per_stage": {k: 1000 * stats[k] / total for k in ("decode", "teacher", "unwrap")},

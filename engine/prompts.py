@@ -129,9 +129,10 @@ def frame_keys(frames: int, fps: float) -> list[str]:
     return keys
 
 
-def resting(clip: str | Path, frames: int) -> np.ndarray | None:
-    """[frames] bool: the frames of `clip` recorded under a HOLD_STILL prompt, from its sidecar; None when it has
-    none (not a guided recording). A sidecar that is not a timeline of this clip is a UserError naming it."""
+def recorded(clip: str | Path, frames: int) -> np.ndarray | None:
+    """[frames] int8: the prompt each frame of `clip` was recorded under, as its index in KEYS, from the clip's
+    sidecar; None when it has none (not a guided recording). A sidecar that is not a timeline of this clip is a
+    UserError naming it."""
     path = sidecar(clip)
     if not path.is_file():
         return None
@@ -143,15 +144,20 @@ def resting(clip: str | Path, frames: int) -> np.ndarray | None:
             raise ValueError(f"not a {FORMAT} version 1 file")
         if data.get("frames") != frames:
             raise ValueError(f"written for {data.get('frames')!r} frames, the clip has {frames}")
-        mask, end = np.zeros(frames, bool), 0
+        codes, end = np.full(frames, -1, np.int8), 0
         for step in data.get("steps") if isinstance(data.get("steps"), list) else [None]:
             if not isinstance(step, dict) or step.get("key") not in KEYS:
                 raise ValueError(f"a step is not one of {', '.join(KEYS)}")
             a, b = step.get("start"), step.get("stop")
             if not all(isinstance(v, int) and not isinstance(v, bool) for v in (a, b)) or not end <= a < b <= frames:
                 raise ValueError(f"step {step['key']!r} spans {a!r}..{b!r}, not ordered frames of the clip")
-            mask[a:b], end = step["key"] in HOLD_STILL, b
-        return mask
+            codes[a:b], end = KEYS.index(step["key"]), b
+        return codes
     except (OSError, ValueError) as err:       # json.JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise UserError(f"{path}: unusable prompt timeline ({str(err).splitlines()[0][:120]}); "
                         f"remove it to use the clip without") from None
+
+
+def keys_of(codes: np.ndarray) -> np.ndarray:
+    """The prompt key of each code (recorded's), "" for none."""
+    return np.array(("",) + KEYS)[np.asarray(codes, np.int64) + 1]

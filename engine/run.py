@@ -1,7 +1,7 @@
 """The run folder: where each offline step writes and reads, owned here and nowhere else.
 
     RUN/enrollment/*.npy   engine.enroll: crops, landmarks, H, G, textures, weights, source, crop_boxes (cx, cy, size, angle),
-                           resting (the guided prompts asked for a resting face)
+                           prompt (the guided prompt each frame was recorded under, engine.prompts)
     RUN/dam/               engine.train_dam: the DAM (model.safetensors, config.json) and latents.npy (z_gt)
     RUN/i2z/               engine.train_i2z, or engine.adapt for an adapted run: E_I
     RUN/colour/            engine.adapt: C, the 1×1 colour correction (identity when absent)

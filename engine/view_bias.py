@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import prompts
+
 FEATURES = ("pitch", "yaw", "pitch²", "yaw²", "pitch·yaw")
 RIDGE = 1e-3          # per frame, in rad² (rad⁴ for the squares): a feature spread less than ~2° is fitted to ~0
 MIN_FRAMES = 50       # resting frames a fit needs (a guided 30 s enrollment holds ~250)
@@ -48,12 +50,12 @@ def bias(D: np.ndarray, limits: np.ndarray, H: np.ndarray) -> np.ndarray:
 
 
 def from_enrollment(folder: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """fit() on an enrollment's resting frames (RUN/enrollment: resting.npy, G.npy, H.npy, engine.enroll), or None
+    """fit() on an enrollment's resting frames (RUN/enrollment: prompt.npy, G.npy, H.npy, engine.enroll), or None
     when it has fewer than MIN_FRAMES (not a guided clip, or an older run)."""
     folder = Path(folder)
-    if not (folder / "resting.npy").is_file():
+    if not (folder / "prompt.npy").is_file():
         return None
-    still = np.load(folder / "resting.npy", allow_pickle=False).astype(bool)
+    still = np.isin(prompts.keys_of(np.load(folder / "prompt.npy", allow_pickle=False)), prompts.HOLD_STILL)
     if still.sum() < MIN_FRAMES:
         return None
     G, H = (np.load(folder / f"{k}.npy", allow_pickle=False) for k in ("G", "H"))

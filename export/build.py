@@ -13,7 +13,7 @@ import sys
 import time
 from pathlib import Path
 
-from engine import options, video
+from engine import options, prompts, video
 from engine.errors import UserError
 
 PROFILES = ("tiny", "full")
@@ -51,8 +51,9 @@ def build(enroll_video: str | Path, new_env_video: str | Path, out: str | Path, 
         raise UserError(f"unknown profile {profile!r} (choose from {', '.join(PROFILES)})")
     if not steps_scale > 0:
         raise UserError(f"--steps-scale must be > 0 (got {steps_scale})")
-    for v in (enroll_video, new_env_video):           # both inputs are checked before minutes of training
-        video.probe(v)
+    info = video.probe(enroll_video)                  # both inputs are checked before minutes of training,
+    video.probe(new_env_video)
+    prompts.recorded(enroll_video, info.frames)       # and a guided enrollment's prompt timeline
     out = Path(out)
     work = Path(work) if work is not None else out.with_name(out.name + ".work")
     run, adapted = work / "run", work / "adapted"

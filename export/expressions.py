@@ -166,6 +166,14 @@ RANGE_PERCENTILE = 99       # the enrollment's widest, less its outliers (a 3 s 
 # head's unprompted jaw, pucker or frown: 4.5–6.6 ×, docs/BENCHMARKS.md).
 RANGE_MAX_GAIN = 4.0
 RANGE_SNR = 10.0
+# A guided enrollment says which frames asked for each held expression (engine.prompts' keys): its widest is taken
+# there alone. Elsewhere it only adds what the model reads of other faces and poses (on the synthetic guided
+# enrollments a frown read twice as far outside its prompt as inside it), and the percentile of a 3 s prompt over the
+# whole clip falls short of its widest (the procedural jaw 0.086 against 0.089; docs/BENCHMARKS.md, "twelfth step").
+# Blinks keep the whole clip: at its prompt the iris model reads a shut eye 0.67–0.70 closed, in the new places
+# 0.39–0.63, and blink r on six held-out clips fell 0.80 / 0.71 → 0.77 / 0.65 with that range.
+RANGE_PROMPTS = {"jawOpen": "jaw", "lipProtrusion": "pucker", "mouthSmile": "smile", "browInnerUp": "brows",
+                 "browOuterUp": "brows", "browDown": "frown"}
 # The jaw's pull on the mouth corners. Opening the jaw drags them down and in (the ICT-FaceKit scans: down by 0.26
 # of the chin's travel, and inwards), so the smile's measure falls as the jaw opens and a laugh reads as no smile,
 # though ARKit's jawOpen and mouthSmile are independent controls (an avatar's jawOpen lowers its corners itself).
@@ -187,17 +195,20 @@ def _jitter(x: np.ndarray) -> float:
 
 
 def expression_ranges(G: np.ndarray, eyes: list | None = None, neutral: dict | None = None,
-                      rest_eyes: dict | None = None) -> dict[str, float]:
+                      rest_eyes: dict | None = None, prompted=None) -> dict[str, float]:
     """The performer's range {RANGED key: FULL} from consecutive frames of them: per key the RANGE_PERCENTILE of its
     measure's change from the neutral face over frames G [T,468,3] (both sides pooled; for eyeBlinkIris, of the
     closing of the iris-model aperture of `eyes`, FaceResult.eyes per frame), capped at GAINS' FULL; a key the clip
-    did not show (see RANGE_SNR) is left out. With the jaw seen, also the jaw's pull on the smile (JAW_PULL), and
-    the smile's range is taken without it. The neutral: `neutral` (measures) and `rest_eyes` ({side: aperture}),
-    e.g. a calibrated ExpressionEstimator's, else the clip's median face and apertures (an enrollment rests most)."""
+    did not show (see RANGE_SNR) is left out. With `prompted` ([T] the guided prompt key of each frame, "" for
+    none), a key's percentile is taken over the frames of its prompt (RANGE_PROMPTS) when the clip has them. With the
+    jaw seen, also the jaw's pull on the smile (JAW_PULL), and the smile's range is taken without it. The neutral:
+    `neutral` (measures) and `rest_eyes` ({side: aperture}), e.g. a calibrated ExpressionEstimator's, else the
+    clip's median face and apertures (an enrollment rests most)."""
     G = np.asarray(G, np.float64)
-    G = G[np.isfinite(G).all((1, 2))]
-    if not len(G):
+    found = np.isfinite(G).all((1, 2))
+    if not found.any():
         return {}
+    G, asked = G[found], None if prompted is None else np.asarray(prompted)[found]
     n = measures(np.median(G, 0)) if neutral is None else neutral
     frames = [measures(g) for g in G]
     pull = _jaw_pull(frames, n)
@@ -206,19 +217,27 @@ def expression_ranges(G: np.ndarray, eyes: list | None = None, neutral: dict | N
         for name, (key, x) in _drives(m, n, pull.get(JAW_PULL, 0.0)).items():
             if key in series:
                 series[key].setdefault(name, []).append(x)
-    seen = [e for e in (eyes or []) if e is not None]
-    if seen:
+    where = {key: np.ones(len(G), bool) for key in RANGED}
+    if asked is not None:
+        for key, step in RANGE_PROMPTS.items():
+            if (asked == step).any():
+                where[key] = asked == step
+    held = [i for i, e in enumerate(eyes or []) if e is not None and found[i]]
+    if held:
         for side in SIDES:
-            aperture = np.array([e[side]["aperture"] for e in seen], np.float64)
+            aperture = np.array([eyes[i][side]["aperture"] for i in held], np.float64)
             rest = float(np.median(aperture)) if rest_eyes is None else float(rest_eyes[side])
             series["eyeBlinkIris"][side] = list(1.0 - aperture / max(rest, 1e-6))
-    out = {key: full for key, by_name in series.items() if by_name and (full := _shown(key, by_name)) is not None}
+        where["eyeBlinkIris"] = where["eyeBlinkIris"][np.cumsum(found)[held] - 1]
+    out = {key: full for key, by_name in series.items()
+           if by_name and (full := _shown(key, by_name, where[key])) is not None}
     return {**out, **pull}
 
 
-def _shown(key: str, by_name: dict[str, list[float]]) -> float | None:
-    """A measure's FULL from its changes (per name, pooled), when the clip showed it (RANGE_SNR), else None."""
-    reach = float(np.percentile(np.concatenate([np.asarray(x) for x in by_name.values()]), RANGE_PERCENTILE))
+def _shown(key: str, by_name: dict[str, list[float]], where: np.ndarray) -> float | None:
+    """A measure's FULL from its changes (per name, pooled) on the frames `where` [T] bool, when the clip showed it
+    (RANGE_SNR against its jitter over all frames), else None."""
+    reach = float(np.percentile(np.concatenate([np.asarray(x)[where] for x in by_name.values()]), RANGE_PERCENTILE))
     jitter = float(np.median([_jitter(np.asarray(x)) for x in by_name.values()]))
     full = GAINS[key][1]
     return round(min(reach, full), 6) if reach >= full / RANGE_MAX_GAIN and reach >= RANGE_SNR * jitter else None

@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine import dam as dam_module
-from engine import i2znet, pose, view_bias
+from engine import i2znet, pose, prompts, view_bias
 from engine.errors import UserError
 from engine.run import LATENTS, WEIGHTS, Run
 from engine.teacher import FaceDetector
@@ -211,8 +211,10 @@ def export_package(run: str | Path, out: str | Path) -> dict:
     })
     open_package(out)   # what we wrote must verify
     # the range the package reads on its own enrollment: where the studio's ARKit values reach 1 (export.ranges)
+    asked = run.enrollment / "prompt.npy"      # a guided enrollment's prompt per frame (engine.enroll)
+    prompted = prompts.keys_of(np.load(asked, allow_pickle=False)) if asked.is_file() else None
     manifest["expression_ranges"] = ranges.calibrate(out, (package_crops(enrolled[i:i + 1])[0]
-                                                           for i in range(len(enrolled))))
+                                                           for i in range(len(enrolled))), prompted)
     return manifest
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engine import synth, video
+from engine import prompts, synth, video
 
 ROOT = Path(__file__).resolve().parents[1]
 STEPS_SCALE = 0.02        # DAM 12, I2ZNet 8, adaptation 3 steps: a package in seconds (not a good one)
@@ -173,7 +173,7 @@ def test_export_drops_an_int8_tracker_that_moves_vertices_too_far(built, tmp_pat
     assert not open_package(tmp_path / "pkg").has(INT8_TRACKER)
 
 def test_a_guided_enrollment_exports_its_view_bias_and_both_backends_remove_it(built, tmp_path, monkeypatch):
-    """Resting frames in the enrollment (engine.enroll's resting.npy) → basis.npz carries the view bias; the loop then
+    """Resting frames in the enrollment (engine.enroll's prompt.npy) → basis.npz carries the view bias; the loop then
     returns G less the bias while the points stay the teacher's, on ONNX Runtime and the torch backend alike."""
     from engine import view_bias
     from export import onnx_export
@@ -183,7 +183,7 @@ def test_a_guided_enrollment_exports_its_view_bias_and_both_backends_remove_it(b
     run = tmp_path / "adapted"
     shutil.copytree(built["work"] / "adapted", run)          # its enrollment is a link to the parent run's: copied
     H = np.load(run / "enrollment" / "H.npy")
-    np.save(run / "enrollment" / "resting.npy", np.ones(len(H), bool))
+    np.save(run / "enrollment" / "prompt.npy", np.full(len(H), prompts.KEYS.index("look"), np.int8))
     monkeypatch.setattr(view_bias, "MIN_FRAMES", len(H))      # a tiny clip: every frame rests
     onnx_export.export_package(run, tmp_path / "pkg")
     D, limits = open_package(tmp_path / "pkg").view_bias()

@@ -172,6 +172,28 @@ def test_the_jaws_pull_on_the_corners_is_taken_off_the_smile(ict_file):
     assert own(S + F["jaw_open"])["mouthSmileLeft"] == 0.0         # the jaw alone is no smile
 
 
+def test_a_guided_enrollment_measures_each_range_where_it_was_asked_for():
+    """With the prompt of each frame, a measure's widest is taken under its own prompt: a short prompted jaw reaches
+    its peak (the whole clip's percentile falls short of it), and a frown-like change read while the performer
+    turned their head is no frown range when the frown prompt itself showed none."""
+    from export.expressions import expression_ranges, measures
+
+    F = dict(zip(expressions.NAMES, expressions.basis()))
+    S = canonical.load()[0].astype(np.float64)
+    bump = lambda n: np.clip(1 - ((np.arange(n) - n / 2) / (n / 3)) ** 2, 0, 1)[:, None, None]
+    asked = np.array(["neutral"] * 40 + ["jaw"] * 20 + ["frown"] * 40 + ["look"] * 60 + ["neutral"] * 140)
+    G = np.repeat(S[None], len(asked), 0)
+    G[40:60] += 0.7 * bump(20) * F["jaw_open"]
+    G[100:160] += 0.9 * bump(60) * F["brow_frown"]                 # not asked for: the head was turning
+    G += np.random.default_rng(0).normal(0, 0.003, G.shape)
+    whole, guided = expression_ranges(G), expression_ranges(G, prompted=asked)
+    assert set(whole) == {"jawOpen", "browDown"} and set(guided) == {"jawOpen"}
+    widest = measures(S + 0.7 * F["jaw_open"])["chin"] - measures(S)["chin"]
+    assert whole["jawOpen"] < 0.93 * widest and guided["jawOpen"] == pytest.approx(widest, rel=0.03)
+    unasked = np.where(asked == "jaw", "", asked)                  # a prompt the clip lacks: its whole clip
+    assert expression_ranges(G, prompted=unasked)["jawOpen"] == whole["jawOpen"]
+
+
 def test_a_clip_that_never_shows_an_expression_keeps_the_average_face():
     """Jitter, or a movement too small to be the performer's widest (under FULL / RANGE_MAX_GAIN), is no range."""
     from export.expressions import JAW_PULL, expression_ranges

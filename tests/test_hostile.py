@@ -140,6 +140,9 @@ def bad(tmp_path_factory) -> dict:
     with VideoWriter(d / "wall.mp4", 25) as w:               # six frames of noise: no face anywhere
         for _ in range(6):
             w.write(rng.integers(100, 140, (120, 160, 3), dtype=np.uint8))
+    shutil.copy(d / "wall.mp4", d / "guided.mp4")             # with a prompt timeline of another clip beside it
+    (d / "guided.prompts.json").write_text(json.dumps(
+        {"format": "facetrack-prompts", "version": 1, "frames": 7, "steps": [{"key": "neutral", "start": 0, "stop": 7}]}))
     (d / "corrupt.mp4").write_bytes(rng.integers(0, 255, 20000, dtype=np.uint8).tobytes())
     (d / "empty.mp4").write_bytes(b"")
     (d / "mixed").mkdir()
@@ -159,7 +162,7 @@ def bad(tmp_path_factory) -> dict:
     (d / "gt.txt").write_text("not an npz")
     np.savez(d / "gt_shapes.npz", G=np.zeros((3, 10, 3)), H=np.zeros((3, 6)))
     (d / "photo.txt").write_text("not a photo")
-    return {k: d / k for k in ("wall.mp4", "corrupt.mp4", "empty.mp4", "mixed", "badimg", "noframes", "afile",
+    return {k: d / k for k in ("wall.mp4", "guided.mp4", "corrupt.mp4", "empty.mp4", "mixed", "badimg", "noframes", "afile",
                                "notpkg", "run_empty", "run_junk", "gt.txt", "gt_shapes.npz", "photo.txt")} | {
         "dir": d}
 
@@ -288,6 +291,8 @@ TORCH_CASES = [
     (("bench-teacher", "--json", "@dir"), "needs a file name"),
     (("bench-teacher", "--video", "OUT/nope.mp4", "--json", "OUT/bt.json"), "no such file"),
     (("enroll", "@mixed", "--out", "OUT/r"), "the folder's first frame is 160x120"),
+    (("enroll", "@guided.mp4", "--out", "OUT/r"), "guided.prompts.json: unusable prompt timeline (written for 7 frames"),
+    (("build", "@guided.mp4", "CLIP", "--out", "OUT/p"), "unusable prompt timeline"),
     (("enroll", "@wall.mp4", "--out", "OUT/r", "--start", "0.7", "--stop", "0.3"), "--start"),
     (("synth", "--out", "OUT/s", "--frames", "2", "--width", "64", "--height", "64", "--face", "@photo.txt"),
      "cannot read image"),

@@ -55,20 +55,19 @@ def test_enrollment_recovers_synthetic_pose(lab_clip, tmp_path):
         assert (tmp_path / "run" / png).stat().st_size > 1000
 
 
-def test_a_guided_clip_carries_its_prompts_and_enrollment_marks_the_resting_frames(tmp_path):
-    """`synth --script enroll` writes the prompt timeline beside its video; the enrollment keeps which of its frames
-    the prompts asked to rest (where the export learns the teacher's view bias); a random clip rendered over it
+def test_a_guided_clip_carries_its_prompts_and_enrollment_keeps_them(tmp_path):
+    """`synth --script enroll` writes the prompt timeline beside its video; the enrollment keeps the prompt of each
+    of its frames (where the export measures ranges and the teacher's view bias); a random clip rendered over it
     takes the timeline away."""
     clip = synth.write_clip(tmp_path / "clip", frames=30, domain="lab", seed=1, size=(320, 240), script="enroll")
-    still = prompts.resting(clip / "video.mp4", 30)
-    want = [k in prompts.HOLD_STILL for k in prompts.frame_keys(30, synth.FPS)]
-    assert still.tolist() == want and 0 < still.sum() < 30
+    codes = prompts.recorded(clip / "video.mp4", 30)
+    assert prompts.keys_of(codes).tolist() == prompts.frame_keys(30, synth.FPS)
     report = enroll.enroll([clip / "video.mp4"], tmp_path / "run", texture_size=64)
     kept = np.load(tmp_path / "run" / "enrollment" / "source.npy")[:, 1]
-    assert np.load(tmp_path / "run" / "enrollment" / "resting.npy").tolist() == still[kept].tolist()
-    assert report["frames_resting"] == still[kept].sum()
+    assert np.load(tmp_path / "run" / "enrollment" / "prompt.npy").tolist() == codes[kept].tolist()
+    assert report["frames_resting"] == np.isin(prompts.keys_of(codes[kept]), prompts.HOLD_STILL).sum() > 0
     synth.write_clip(tmp_path / "clip", frames=3, domain="lab", seed=1, size=(320, 240))
-    assert prompts.resting(clip / "video.mp4", 3) is None
+    assert prompts.recorded(clip / "video.mp4", 3) is None
 
 
 def test_enrollment_on_real_footage(shared_data, tmp_path):

@@ -63,13 +63,13 @@ def test_from_enrollment_needs_enough_resting_frames(tmp_path):
     G, H, _ = planted(120, 0.4)
     np.save(tmp_path / "G.npy", G.astype(np.float32))
     np.save(tmp_path / "H.npy", H.astype(np.float32))
-    assert view_bias.from_enrollment(tmp_path) is None                   # an older run: no resting.npy
-    still = np.zeros(120, bool)
-    still[:view_bias.MIN_FRAMES - 1] = True
-    np.save(tmp_path / "resting.npy", still)
-    assert view_bias.from_enrollment(tmp_path) is None                   # too few
-    still[:100] = True
-    np.save(tmp_path / "resting.npy", still)
+    assert view_bias.from_enrollment(tmp_path) is None                   # an older run: no prompt.npy
+    codes = np.full(120, prompts.KEYS.index("smile"), np.int8)
+    codes[:view_bias.MIN_FRAMES - 1] = prompts.KEYS.index("look")
+    np.save(tmp_path / "prompt.npy", codes)
+    assert view_bias.from_enrollment(tmp_path) is None                   # too few resting frames
+    codes[:100] = prompts.KEYS.index("neutral")
+    np.save(tmp_path / "prompt.npy", codes)
     D, limits = view_bias.from_enrollment(tmp_path)
     assert D.shape == (5, 468, 3) and np.allclose(limits, [H[:100, 1:3].min(0), H[:100, 1:3].max(0)], atol=1e-6)
 
@@ -80,10 +80,10 @@ def test_the_scripted_timeline_marks_the_resting_steps(tmp_path):
     data = prompts.timeline(keys)
     assert [s["key"] for s in data["steps"]] == list(dict.fromkeys(keys))   # neighbouring smiles are one span
     (tmp_path / "clip.prompts.json").write_text(json.dumps(data))
-    still = prompts.resting(tmp_path / "clip.mp4", 750)
-    assert still.sum() == sum(k in prompts.HOLD_STILL for k in keys) > view_bias.MIN_FRAMES
-    assert still[0] and still[-1] and not still[len(keys) // 3]             # neutral first, looks last
-    assert prompts.resting(tmp_path / "other.mp4", 750) is None            # no sidecar: not a guided clip
+    codes = prompts.recorded(tmp_path / "clip.mp4", 750)
+    assert prompts.keys_of(codes).tolist() == keys
+    assert prompts.keys_of(np.array([-1, 0])).tolist() == ["", prompts.KEYS[0]]
+    assert prompts.recorded(tmp_path / "other.mp4", 750) is None           # no sidecar: not a guided clip
 
 
 @pytest.mark.parametrize("edit, why", [
@@ -99,11 +99,11 @@ def test_a_timeline_that_is_not_this_clips_is_refused_in_one_line(tmp_path, edit
     edit(data)
     (tmp_path / "clip.prompts.json").write_text(json.dumps(data))
     with pytest.raises(UserError, match=why) as err:
-        prompts.resting(tmp_path / "clip.mp4", 750)
+        prompts.recorded(tmp_path / "clip.mp4", 750)
     assert "\n" not in str(err.value) and "clip.prompts.json" in str(err.value)
 
 
 def test_a_corrupt_timeline_is_refused(tmp_path):
     (tmp_path / "clip.prompts.json").write_bytes(b"\x00{not json")
     with pytest.raises(UserError, match="unusable prompt timeline"):
-        prompts.resting(tmp_path / "clip.mp4", 10)
+        prompts.recorded(tmp_path / "clip.mp4", 10)
