@@ -187,8 +187,11 @@ class TrackWorker(Worker):
         z = np.zeros(0, np.float32) if result.z is None else np.asarray(result.z)
         item.raw_G, item.z, item.presence = G, z, float(getattr(result, "presence", 1.0))
         if self.smoothing and not frame.replayed:
+            # where the teacher sees the face differs from G's projection by a package's view bias: kept on the
+            # smoothed face, so the overlay stays on the image (engine.view_bias; ~0 without one)
+            seen = np.asarray(result.points) - project(np.asarray(result.G, np.float64), H)
             G, H = self._smoother(G, H, frame.t)   # one read of the attribute: a swap lands between frames
-            item.points = project(G.astype(np.float64), H)
+            item.points = project(G.astype(np.float64), H) + seen
         else:
             item.points = np.asarray(result.points)
         item.G, item.H = G, H

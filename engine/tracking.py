@@ -109,7 +109,8 @@ class FaceResult:
     """One tracked frame, whoever tracked it. Frame pixels unless named otherwise."""
     G: np.ndarray                    # [468, 3] canonical head frame, cm
     points: np.ndarray               # [468, 2] frame pixels
-    H: np.ndarray                    # [6] pose in frame pixels: points = pose.project(G, H)
+    H: np.ndarray                    # [6] pose in frame pixels: points = pose.project(G, H), plus the view
+                                     # bias of a package that has one (engine.view_bias)
     z: np.ndarray | None = None      # [128] DAM latent (package and run models)
     presence: float = 1.0
     stages_ms: dict = field(default_factory=dict)   # detect, crop, tracker (model) in ms

@@ -47,6 +47,8 @@ class OracleLoop(Tracker):
     def __init__(self, package, truth: dict, noise: float, seed: int = 0):
         super().__init__(package, threads=1)
         self.truth, self.noise, self.rng, self.frame, self.crop = truth, noise, np.random.default_rng(seed), -1, None
+        if self.model.expression_basis is not None:
+            self.model.expression_basis.view = None     # the truth's points carry no teacher's view bias to remove
         self.model = OracleModel(self.model, self)
 
     def __call__(self, frame):

