@@ -18,8 +18,8 @@ Each kind requires its own graphs and may list none of the other's (KIND_FILES, 
     PACKAGE/topology.npz    triangles, uv, holes (the mesh the studio draws)
     PACKAGE/basis.npz       performer, optional: the expression basis the tracking loop refits per frame,
                             directions [K,468,3] and std [K] (engine.dam.expression_basis, engine.tracking.refit);
-                            from a guided enrollment also the teacher's view bias, view_bias [5,468,3] cm and
-                            view_limits [2,2] rad (engine.view_bias), which the loop removes from each frame's G
+                            from a guided enrollment also the teacher's view bias, view_bias [2,468,3] cm and
+                            view_limits [2] rad (engine.view_bias), which the loop removes from each frame's G
     PACKAGE/landmarks.onnx  generic only: MediaPipe's 468-point landmarker, uint8 [1,S,S,3] crop → landmarks
                             [1,468,3] (crop px, z on the same scale), presence [1]
     PACKAGE/iris.onnx       optional (required in a generic package): MediaPipe's iris landmarker, uint8
@@ -161,7 +161,7 @@ class Package:
         return None if (b := self._checked_basis()) is None else b[:2]
 
     def view_bias(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """(D [5,468,3], limits [2,2]) float64 of the teacher's view bias (engine.view_bias), as checked by
+        """(D [2,468,3], limits [2]) float64 of the teacher's view bias (engine.view_bias), as checked by
         open_package; None when the package has none (no basis, or not enrolled from a guided clip)."""
         return None if (b := self._checked_basis()) is None or b[2] is None else b[2]
 
@@ -518,7 +518,7 @@ def check_topology(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------------------------------- expression basis
 BASIS_KEYS = ("directions", "std")
 VIEW_KEYS = ("view_bias", "view_limits")     # optional, together (engine.view_bias)
-MAX_VIEW_BIAS_CM = 50.0      # per rad (rad² for the squares): 5 cm at a 0.3 rad turn already bends a face beyond use
+MAX_VIEW_BIAS_CM = 50.0      # per rad (rad² for the square): 5 cm at a 0.3 rad tilt already bends a face beyond use
 
 
 def _check_basis_header(key: str, shape: tuple, dtype: np.dtype) -> str | None:
@@ -529,9 +529,9 @@ def _check_basis_header(key: str, shape: tuple, dtype: np.dtype) -> str | None:
         return None if ok else f"directions must be [K,{VERTICES},3] with 1 ≤ K ≤ {MAX_BASIS_DIRECTIONS} " \
                                f"(found {list(shape)})"
     if key == "view_bias":
-        return None if tuple(shape) == (5, VERTICES, 3) else f"view_bias must be [5,{VERTICES},3] (found {list(shape)})"
+        return None if tuple(shape) == (2, VERTICES, 3) else f"view_bias must be [2,{VERTICES},3] (found {list(shape)})"
     if key == "view_limits":
-        return None if tuple(shape) == (2, 2) else f"view_limits must be [2,2] (found {list(shape)})"
+        return None if tuple(shape) == (2,) else f"view_limits must be [2] (found {list(shape)})"
     return None if len(shape) == 1 else f"std must be [K] (found {list(shape)})"
 
 
@@ -555,8 +555,8 @@ def check_basis(path: Path) -> tuple[np.ndarray, np.ndarray, tuple | None]:
         D, limits = view
         if not (np.isfinite(D).all() and np.abs(D).max() <= MAX_VIEW_BIAS_CM):
             raise UserError(f"{path}: view_bias must be finite and within ±{MAX_VIEW_BIAS_CM:g} cm")
-        if not (np.isfinite(limits).all() and (np.abs(limits) <= np.pi / 2).all() and (limits[0] <= limits[1]).all()):
-            raise UserError(f"{path}: view_limits must be ordered (min, max) angles within ±π/2")
+        if not (np.isfinite(limits).all() and (np.abs(limits) <= np.pi / 2).all() and limits[0] <= limits[1]):
+            raise UserError(f"{path}: view_limits must be an ordered (min, max) pitch within ±π/2")
     return directions, std, tuple(view) or None
 
 
