@@ -538,7 +538,7 @@ def _check_basis_header(key: str, shape: tuple, dtype: np.dtype) -> str | None:
 def check_basis(path: Path) -> tuple[np.ndarray, np.ndarray, tuple | None]:
     """(directions [K,468,3], std [K], view) float64 from basis.npz, view = (view_bias, view_limits) or None, loaded
     without pickle after headers, shapes, finiteness, unit-norm directions, positive std and a bounded view bias over
-    ordered angle limits are checked (a bad basis would bend every tracked face)."""
+    an ordered pitch range are checked (a bad basis would bend every tracked face)."""
     with_view = _has_keys(path, VIEW_KEYS)
     keys = BASIS_KEYS + (VIEW_KEYS if with_view else ())
     directions, std, *view = (a.astype(np.float64) for a in _npz(path, keys, _check_basis_header, "expression basis"))
@@ -561,7 +561,7 @@ def check_basis(path: Path) -> tuple[np.ndarray, np.ndarray, tuple | None]:
 
 
 def _has_keys(path: Path, keys: tuple) -> bool:
-    """Whether the .npz holds all of `keys` (False for none; a part of them is the file's own error: _npz names it)."""
+    """Whether the .npz holds any of `keys` (_npz then needs them all, and names one missing)."""
     try:
         with zipfile.ZipFile(path) as zf:
             found = [f"{k}.npy" in zf.namelist() for k in keys]
