@@ -330,7 +330,7 @@ class RunModel:
         self.dam = dam.load(run.dam).to(self.device)
         latents = np.load(run.dam / LATENTS, allow_pickle=False)
         self.expression_basis = ExpressionBasis(*dam.expression_basis(self.dam, latents),
-                                                view=view_bias.from_enrollment(run.enrollment))
+                                                view=view_bias.from_enrollment(run))
         self.detector = FaceDetector().to(self.device)
         self.backend = f"torch {torch.__version__} ({self.device.type})"
         self._iris = None

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from engine import prompts
 from engine.errors import UserError
 
 ENROLLMENT, DAM, I2Z, COLOUR = "enrollment", "dam", "i2z", "colour"
@@ -82,3 +83,12 @@ def load_enrollment(run: str | Path | Run, keys: tuple[str, ...]) -> dict[str, n
     if len({len(a) for a in data.values()}) > 1:
         raise UserError(f"{folder}: enrollment arrays disagree on the number of frames")
     return data
+
+
+def enrollment_prompts(run: str | Path | Run) -> np.ndarray | None:
+    """The guided prompt key of each enrollment frame (engine.prompts; "" for none), or None when the run has none
+    (enrolled before prompts were kept). Loaded as load_enrollment loads."""
+    run = run if isinstance(run, Run) else Run(run)
+    if not (run.enrollment / "prompt.npy").is_file():
+        return None
+    return prompts.keys_of(load_enrollment(run, ("prompt",))["prompt"])

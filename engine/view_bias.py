@@ -16,22 +16,19 @@ it did not carry from the lab to new places: on two fresh clips of each syntheti
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from engine import prompts
+from engine.run import enrollment_prompts, load_enrollment
 
 FEATURES = ("pitch", "pitch²")
 RIDGE = 1e-3          # per frame, in rad² (rad⁴ for the square): a feature spread less than ~2° is fitted to ~0
 MIN_FRAMES = 50       # resting frames a fit needs (a guided 30 s enrollment holds ~250)
 
 
-def features(H: np.ndarray, limits: np.ndarray | None = None) -> np.ndarray:
-    """φ [..., 2] of poses H [..., 6], the pitch first clipped to `limits` [2] (min, max)."""
+def features(H: np.ndarray) -> np.ndarray:
+    """φ [..., 2] of poses H [..., 6]."""
     pitch = np.asarray(H, np.float64)[..., 1]
-    if limits is not None:
-        pitch = np.clip(pitch, limits[0], limits[1])
     return np.stack([pitch, pitch * pitch], -1)
 
 
@@ -46,20 +43,18 @@ def fit(G: np.ndarray, H: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def bias(D: np.ndarray, limits: np.ndarray, H: np.ndarray) -> np.ndarray:
-    """D(H) [468,3]: what the teacher adds to a resting face at pose H [6]. Once a frame on the live path: plain
-    floats (`features` costs its numpy calls' overhead)."""
+    """D(H) [468,3]: what the teacher adds to a resting face at pose H [6], its pitch held within `limits`. Once a
+    frame on the live path: plain floats, not `features` (its numpy calls' overhead)."""
     pitch = min(max(float(H[1]), float(limits[0])), float(limits[1]))
     return pitch * D[0] + (pitch * pitch) * D[1]
 
 
-def from_enrollment(folder: str | Path) -> tuple[np.ndarray, np.ndarray] | None:
-    """fit() on an enrollment's resting frames (RUN/enrollment: prompt.npy, G.npy, H.npy, engine.enroll), or None
-    when it has fewer than MIN_FRAMES (not a guided clip, or an older run)."""
-    folder = Path(folder)
-    if not (folder / "prompt.npy").is_file():
-        return None
-    still = np.isin(prompts.keys_of(np.load(folder / "prompt.npy", allow_pickle=False)), prompts.HOLD_STILL)
+def from_enrollment(run) -> tuple[np.ndarray, np.ndarray] | None:
+    """fit() on a run's resting enrollment frames (engine.run.enrollment_prompts; its G and H), or None when it has
+    fewer than MIN_FRAMES (not a guided clip, or an older run)."""
+    asked = enrollment_prompts(run)
+    still = np.zeros(0, bool) if asked is None else np.isin(asked, prompts.HOLD_STILL)
     if still.sum() < MIN_FRAMES:
         return None
-    G, H = (np.load(folder / f"{k}.npy", allow_pickle=False) for k in ("G", "H"))
-    return fit(G[still], H[still])
+    data = load_enrollment(run, ("G", "H"))
+    return fit(data["G"][still], data["H"][still])

@@ -217,27 +217,24 @@ def expression_ranges(G: np.ndarray, eyes: list | None = None, neutral: dict | N
         for name, (key, x) in _drives(m, n, pull.get(JAW_PULL, 0.0)).items():
             if key in series:
                 series[key].setdefault(name, []).append(x)
-    where = {key: np.ones(len(G), bool) for key in RANGED}
-    if asked is not None:
-        for key, step in RANGE_PROMPTS.items():
-            if (asked == step).any():
-                where[key] = asked == step
-    held = [i for i, e in enumerate(eyes or []) if e is not None and found[i]]
-    if held:
+    where = {key: asked == step for key, step in RANGE_PROMPTS.items()             # each held expression's prompt
+             if asked is not None and (asked == step).any()}
+    seen = [e for e in (eyes or []) if e is not None]
+    if seen:
         for side in SIDES:
-            aperture = np.array([eyes[i][side]["aperture"] for i in held], np.float64)
+            aperture = np.array([e[side]["aperture"] for e in seen], np.float64)
             rest = float(np.median(aperture)) if rest_eyes is None else float(rest_eyes[side])
             series["eyeBlinkIris"][side] = list(1.0 - aperture / max(rest, 1e-6))
-        where["eyeBlinkIris"] = where["eyeBlinkIris"][np.cumsum(found)[held] - 1]
     out = {key: full for key, by_name in series.items()
-           if by_name and (full := _shown(key, by_name, where[key])) is not None}
+           if by_name and (full := _shown(key, by_name, where.get(key))) is not None}
     return {**out, **pull}
 
 
-def _shown(key: str, by_name: dict[str, list[float]], where: np.ndarray) -> float | None:
-    """A measure's FULL from its changes (per name, pooled) on the frames `where` [T] bool, when the clip showed it
-    (RANGE_SNR against its jitter over all frames), else None."""
-    reach = float(np.percentile(np.concatenate([np.asarray(x)[where] for x in by_name.values()]), RANGE_PERCENTILE))
+def _shown(key: str, by_name: dict[str, list[float]], where: np.ndarray | None = None) -> float | None:
+    """A measure's FULL from its changes (per name, pooled) on the frames `where` [T] bool (None: all), when the clip
+    showed it (RANGE_SNR against its jitter over all frames), else None."""
+    pick = slice(None) if where is None else where
+    reach = float(np.percentile(np.concatenate([np.asarray(x)[pick] for x in by_name.values()]), RANGE_PERCENTILE))
     jitter = float(np.median([_jitter(np.asarray(x)) for x in by_name.values()]))
     full = GAINS[key][1]
     return round(min(reach, full), 6) if reach >= full / RANGE_MAX_GAIN and reach >= RANGE_SNR * jitter else None

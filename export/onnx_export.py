@@ -21,9 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from engine import dam as dam_module
-from engine import i2znet, pose, prompts, view_bias
+from engine import i2znet, pose, view_bias
 from engine.errors import UserError
-from engine.run import LATENTS, WEIGHTS, Run
+from engine.run import LATENTS, WEIGHTS, Run, enrollment_prompts
 from engine.teacher import FaceDetector
 from engine.topology import topology
 from export import graph_passes, ranges
@@ -184,7 +184,7 @@ def export_package(run: str | Path, out: str | Path) -> dict:
     topo = topology()
     np.savez(out / TOPOLOGY, triangles=topo.triangles, uv=topo.uv, holes=topo.holes)
     directions, std = dam_module.expression_basis(dam, np.load(run.dam / LATENTS, allow_pickle=False))
-    view = view_bias.from_enrollment(run.enrollment)     # a guided enrollment's: removed from each frame's G
+    view = view_bias.from_enrollment(run)     # a guided enrollment's: removed from each frame's G
     np.savez(out / BASIS, directions=directions, std=std,
              **({} if view is None else dict(zip(VIEW_KEYS, (a.astype(np.float32) for a in view)))))
     parity = check_parity(out, tracker, texture, detector, crops)
@@ -211,8 +211,7 @@ def export_package(run: str | Path, out: str | Path) -> dict:
     })
     open_package(out)   # what we wrote must verify
     # the range the package reads on its own enrollment: where the studio's ARKit values reach 1 (export.ranges)
-    asked = run.enrollment / "prompt.npy"      # a guided enrollment's prompt per frame (engine.enroll)
-    prompted = prompts.keys_of(np.load(asked, allow_pickle=False)) if asked.is_file() else None
+    prompted = enrollment_prompts(run)          # a guided enrollment's prompt per frame (engine.enroll)
     manifest["expression_ranges"] = ranges.calibrate(out, (package_crops(enrolled[i:i + 1])[0]
                                                            for i in range(len(enrolled))), prompted)
     return manifest

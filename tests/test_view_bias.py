@@ -28,7 +28,7 @@ def test_fit_recovers_a_planted_bias_and_holds_it_at_the_edge_of_the_poses_it_sa
     want = np.tensordot(view_bias.features(tilted), D, 1)
     got = view_bias.bias(fitted, limits, tilted)
     assert np.abs(got - want).max() < 0.05 * np.abs(want).max()         # the ridge shrinks a little, no more
-    np.testing.assert_allclose(got, np.tensordot(view_bias.features(tilted, limits), fitted, 1), atol=1e-9)
+    np.testing.assert_allclose(got, np.tensordot(view_bias.features(tilted), fitted, 1), atol=1e-9)
     assert np.allclose(view_bias.bias(fitted, limits, np.zeros(6)), 0)   # a frontal face keeps its shape
     beyond = tilted.copy()
     beyond[1] = 1.2                                                      # past what the enrollment showed
@@ -62,15 +62,17 @@ def test_refit_removes_the_bias_and_keeps_the_points_where_the_teacher_sees_them
 
 def test_from_enrollment_needs_enough_resting_frames(tmp_path):
     G, H, _ = planted(120, 0.4)
-    np.save(tmp_path / "G.npy", G.astype(np.float32))
-    np.save(tmp_path / "H.npy", H.astype(np.float32))
+    folder = tmp_path / "enrollment"
+    folder.mkdir()
+    np.save(folder / "G.npy", G.astype(np.float32))
+    np.save(folder / "H.npy", H.astype(np.float32))
     assert view_bias.from_enrollment(tmp_path) is None                   # an older run: no prompt.npy
     codes = np.full(120, prompts.KEYS.index("smile"), np.int8)
     codes[:view_bias.MIN_FRAMES - 1] = prompts.KEYS.index("look")
-    np.save(tmp_path / "prompt.npy", codes)
+    np.save(folder / "prompt.npy", codes)
     assert view_bias.from_enrollment(tmp_path) is None                   # too few resting frames
     codes[:100] = prompts.KEYS.index("neutral")
-    np.save(tmp_path / "prompt.npy", codes)
+    np.save(folder / "prompt.npy", codes)
     D, limits = view_bias.from_enrollment(tmp_path)
     assert D.shape == (2, 468, 3) and np.allclose(limits, [H[:100, 1].min(), H[:100, 1].max()], atol=1e-6)
 
