@@ -10,7 +10,9 @@ scores them all. Per tracker, led by the measures that a frozen or jittery face 
   stability_common   Eq. 10 under one guard mask for both trackers (frozen_share: where its own mesh stood still)
   with --gt          vertex_error_nonrigid (rigid similarity removed), motion_ratio_gt, expression_r (Pearson r
                      per ground-truth expression field against the ARKit values the studio streams), nme_gt (NME
-                     of the iBUG-51 points against the truth's own: dlib misreads a wide-open mouth)
+                     of the iBUG-51 points against the truth's own: dlib misreads a wide-open mouth); once per
+                     clip, expression_r_ceiling: the same ARKit code on the truth's own meshes (what an exact mesh
+                     would score: a field the clip hardly exercises cannot reach 0.9 for anyone)
   with gaze in GT    gaze_error_deg (angle between tracked and true gaze per eye, over the frames where the face
                      was found and the true eye is open) and gaze_r (Pearson r of yaw and of pitch), for trackers
                      that read the irises (a package with iris.onnx; for `--baseline mediapipe`, FaceMesh's
@@ -225,8 +227,22 @@ def _evaluate(model, video_path, gt, baseline, smooth, max_frames, reference, st
         "smoothing": dict(SMOOTHING, rate_hz=rate) if smooth else None,
         "reference": {"name": "dlib 68-point (HOG + ERT)", "frames_found": int(np.isfinite(dlib).all((1, 2)).sum())},
         "gt": None if gt is None else str(gt),
+        "expression_r_ceiling": None if truth is None else expression_ceiling(truth, len(dlib)),
         "baseline": theirs,
     }
+
+
+def expression_ceiling(truth: dict, frames: int) -> dict | None:
+    """expression_r of the ARKit code on the truth's own meshes over the first `frames` frames (the average face's
+    range; blinks from the mesh's lids): what a tracker whose mesh were exact would score on this clip. A field the
+    clip hardly exercises, or one the ARKit split of a measure hands elsewhere (a pucker with the lips apart is a
+    funnel), stays well below 1 here, whoever tracks. None without expressions in the truth."""
+    if "expr" not in truth:
+        return None
+    G = np.asarray(truth["G"][:frames], np.float64)
+    arkit = arkit_series(G, [None] * len(G), None, None)
+    fields = {k: v[:len(G)] for k, v in truth["expr"].items() if k in metrics.GT_TO_ARKIT}
+    return metrics.expression_r(metrics.gt_channels(arkit), fields)
 
 
 def _smooth(P: np.ndarray, rate: float) -> np.ndarray:
@@ -539,6 +555,9 @@ def _run(args) -> None:
     print(_fmt(result))
     if result["baseline"]:
         print(_fmt(result["baseline"]))
+    if result.get("expression_r_ceiling"):
+        print("expression r of the ARKit code on the truth's own meshes (this clip's ceiling): "
+              + ", ".join(f"{k} {v:.2f}" for k, v in result["expression_r_ceiling"].items() if v is not None))
     print(f"→ {out}, {png}")
 
 

@@ -41,6 +41,10 @@ def test_teacher_on_synthetic_ground_truth(clip, tmp_path):
                                       "brow_raise", "brow_frown", "pucker"}
     assert r["expression_r"]["jaw_open"] is None                  # no jaw motion in these 30 frames: no r
     assert r["expression_r"]["smile_right"] > 0.5, r["expression_r"]
+    # the clip's own ceiling: the same ARKit code on the truth's meshes reads what the clip does, and no more
+    ceiling = r["expression_r_ceiling"]
+    assert set(ceiling) == set(r["expression_r"]) and ceiling["jaw_open"] is None
+    assert ceiling["smile_right"] > 0.9 and ceiling["smile_right"] >= r["expression_r"]["smile_right"], ceiling
     assert np.isfinite(r["stability"]) and r["stability"] >= 1.0
     assert r["vertex_error"] < 0.5, r["vertex_error"]             # cm
     assert r["pose_error_deg"] < 5.0, r["pose_error_deg"]
