@@ -564,10 +564,10 @@ def _has_keys(path: Path, keys: tuple) -> bool:
     """Whether the .npz holds any of `keys` (_npz then needs them all, and names one missing)."""
     try:
         with zipfile.ZipFile(path) as zf:
-            found = [f"{k}.npy" in zf.namelist() for k in keys]
+            names = set(zf.namelist())
     except (OSError, zipfile.BadZipFile):
         return False                     # _npz reports the unreadable file
-    return any(found)
+    return any(f"{k}.npy" in names for k in keys)
 
 
 # ------------------------------------------------------------------------------------------- graph signatures
